@@ -1,0 +1,64 @@
+//! Postgres: the connection pool and the embedded migrations.
+//!
+//! The migrations in `migrations/` are compiled into every binary, so a service can bring
+//! its database up to date at start-up (`RUN_MIGRATIONS`) and the production migrations job
+//! runs exactly the same set. sqlx takes an advisory lock, so concurrent starters are safe.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::{ConfigError, Env};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub run_migrations: bool,
+}
+
+impl DbConfig {
+    /// `DATABASE_URL` (required), `DATABASE_MAX_CONNECTIONS`, `DATABASE_ACQUIRE_TIMEOUT`,
+    /// `RUN_MIGRATIONS`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url: String = env.required("DATABASE_URL")?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::invalid(
+                "DATABASE_URL",
+                "<redacted>",
+                "must start with postgres:// or postgresql://",
+            ));
+        }
+        url.parse::<PgConnectOptions>()
+            .map_err(|e| ConfigError::invalid("DATABASE_URL", "<redacted>", e))?;
+        Ok(DbConfig {
+            url,
+            max_connections: env.or("DATABASE_MAX_CONNECTIONS", 16)?,
+            acquire_timeout: env.duration_or("DATABASE_ACQUIRE_TIMEOUT", Duration::from_secs(3))?,
+            run_migrations: env.flag_or("RUN_MIGRATIONS", true)?,
+        })
+    }
+}
+
+/// Opens the pool (lazily: the service starts even if the database is briefly away, and
+/// `/readyz` tells the truth) and runs migrations when configured.
+pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
+    let opts: PgConnectOptions = cfg.url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .acquire_timeout(cfg.acquire_timeout)
+        .connect_lazy_with(opts.application_name("radio24"));
+    if cfg.run_migrations {
+        MIGRATOR.run(&pool).await?;
+    }
+    Ok(pool)
+}
+
+/// A cheap round trip for readiness checks.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+}

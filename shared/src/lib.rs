@@ -1,0 +1,17 @@
+//! Radio24's shared library: everything the ingest, embed, moderate and host-streamer
+//! binaries have in common. Each concept lives in one module.
+
+pub mod audio_probe;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod listen_token;
+pub mod message;
+pub mod outbox;
+pub mod problem;
+pub mod retry;
+pub mod store;
+pub mod submission;
+pub mod telemetry;
