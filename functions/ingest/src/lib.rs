@@ -1,0 +1,140 @@
+//! Radio24 ingest: the public HTTPS API where listeners post text and push-to-talk audio.
+//!
+//! A 202 from `POST /v1/submissions` means durable: the submission row and its
+//! `submission-ingested` message are committed together (transactional outbox), the
+//! message is published right after the commit, and the relay publishes it later if
+//! Pub/Sub was unreachable.
+
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod rate_limit;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use shared::auth::JwtVerifier;
+use shared::bus::Bus;
+use shared::outbox::Outbox;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{AuthMode, Config};
+use crate::identity::Authenticator;
+use crate::rate_limit::Limits;
+use crate::state::{AppState, Inner};
+
+/// A built, bound, not yet serving ingest service.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to everything, runs migrations (unless disabled) and binds the port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = shared::db::connect(&config.db)
+            .await
+            .context("cannot prepare the database (DATABASE_URL)")?;
+        let bus = Bus::connect(&config.bus)
+            .await
+            .context("cannot set up Pub/Sub clients")?;
+        if config.bus.emulator_host.is_some() {
+            // Local runs and tests: the emulator starts empty. In production the topic is
+            // Terraform's and the service account may not create topics.
+            bus.ensure_topic(&config.topic_ingested)
+                .await
+                .context("cannot create the ingest topic on the Pub/Sub emulator")?;
+        }
+        let store = shared::store::open(&config.store_url, config.gcs_endpoint.as_deref())
+            .await
+            .context("cannot open the uploads store (UPLOADS_URL)")?;
+        let auth = match &config.auth {
+            AuthMode::Jwt(jwt) => Authenticator::Jwt(JwtVerifier::new(jwt.clone())),
+            AuthMode::Anonymous => {
+                tracing::warn!(
+                    "AUTH_MODE=anonymous: callers are NOT authenticated; use only for local runs"
+                );
+                Authenticator::Anonymous
+            }
+        };
+        if config.livekit.is_none() {
+            tracing::warn!("LiveKit is not configured (LIVEKIT_URL): /v1/listen-token answers 503");
+        }
+        let outbox = Outbox::new(pool.clone(), bus.clone(), config.outbox.clone());
+        let limits = Limits::new(config.rate_per_ip, config.rate_per_user);
+        let listener = TcpListener::bind(SocketAddr::new(config.host, config.port))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{} (HOST, PORT)",
+                    config.host, config.port
+                )
+            })?;
+        let state = AppState::new(Inner {
+            config,
+            pool,
+            bus,
+            outbox,
+            store,
+            auth,
+            limits,
+        });
+        Ok(Application { listener, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let state = self.state.clone();
+        let mut background = Vec::new();
+        if state.config.run_relay {
+            background.push(tokio::spawn(
+                state.outbox.clone().run_relay(stop_rx.clone()),
+            ));
+        }
+        background.push(tokio::spawn(prune_limits(state.limits.clone(), stop_rx)));
+        let grace = state.config.shutdown_grace;
+        tracing::info!(port = self.port(), "ingest listening");
+        shared::http::serve(
+            self.listener,
+            routes::router(state.clone()),
+            shutdown,
+            grace,
+        )
+        .await?;
+        let _ = stop_tx.send(true);
+        for task in background {
+            let _ = task.await;
+        }
+        // Messages accepted during the drain are in the outbox either way; flushing the
+        // publisher just makes them arrive sooner.
+        state.bus.flush().await;
+        tracing::info!("ingest stopped");
+        Ok(())
+    }
+}
+
+async fn prune_limits(limits: Limits, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => limits.prune(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Pub/Sub unreachable during a burst: every submission is still accepted (202 means
+//! durable), and the backlog drains once Pub/Sub is back.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use testkit::{PubsubEmulator, wait_until};
+
+use crate::helpers::*;
+
+async fn outbox_len(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+async fn burst(app: &TestApp, tag: &str, n: usize) -> HashSet<uuid::Uuid> {
+    futures::stream::iter(0..n)
+        .map(|i| async move { accepted_id(app.post_text(&format!("{tag} {i}")).await).await })
+        .buffer_unordered(8)
+        .collect()
+        .await
+}
+
+/// The emulator is frozen (SIGSTOP): calls hang rather than fail, the harder case for a
+/// request path. Its state survives, so every accepted id must arrive after SIGCONT.
+#[tokio::test]
+async fn frozen_pubsub_then_recovery_drains_the_backlog() {
+    let emulator = PubsubEmulator::start().await.unwrap();
+    let mut app = spawn_with(|env| {
+        env.insert("PUBSUB_EMULATOR_HOST".into(), emulator.host());
+    })
+    .await;
+    let mut expected = burst(&app, "before", 20).await;
+
+    emulator.pause();
+    let during_burst = burst(&app, "during", 40);
+    let during = tokio::time::timeout(Duration::from_secs(60), during_burst)
+        .await
+        .expect("ingest keeps answering while Pub/Sub hangs");
+    assert_eq!(during.len(), 40);
+    assert!(
+        outbox_len(&app).await > 0,
+        "unpublished messages wait in the outbox"
+    );
+    emulator.resume();
+    expected.extend(during);
+    expected.extend(burst(&app, "after", 20).await);
+
+    app.expect_messages(&expected, Duration::from_secs(60))
+        .await;
+    wait_until("outbox drained", Duration::from_secs(30), || async {
+        outbox_len(&app).await == 0
+    })
+    .await
+    .unwrap();
+    app.stop().await;
+}
+
+/// The emulator is killed and restarted (it keeps no state across restarts, so topic and
+/// subscription are recreated): submissions accepted while it was down are published by
+/// the relay once it is back.
+#[tokio::test]
+async fn killed_pubsub_then_restart_drains_the_backlog() {
+    let mut emulator = PubsubEmulator::start().await.unwrap();
+    let app = spawn_with(|env| {
+        env.insert("PUBSUB_EMULATOR_HOST".into(), emulator.host());
+    })
+    .await;
+    burst(&app, "before", 10).await;
+    emulator.stop();
+    let started = std::time::Instant::now();
+    let during = burst(&app, "while down", 50).await;
+    eprintln!(
+        "50 submissions accepted with Pub/Sub down in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(during.len(), 50);
+    assert!(outbox_len(&app).await >= 50);
+    let readyz = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_problem(readyz, 503).await;
+
+    emulator.restart().await.unwrap();
+    let (_bus, _topic, mut subscription) = bus_for(&app.env).await;
+    receive_until(&mut subscription, &during, Duration::from_secs(60)).await;
+    wait_until("outbox drained", Duration::from_secs(30), || async {
+        outbox_len(&app).await == 0
+    })
+    .await
+    .unwrap();
+    app.stop().await;
+}

@@ -1,0 +1,140 @@
+//! Every class of bad input gets a clear problem+json 4xx, never a 5xx.
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn malformed_and_invalid_bodies() {
+    let app = spawn_with(|env| {
+        env.insert("MAX_TEXT_CHARS".into(), "50".into());
+    })
+    .await;
+    let post = |ct: Option<&'static str>, body: Vec<u8>| {
+        let mut req = app.client.post(app.url("/v1/submissions")).body(body);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        req.send()
+    };
+    let json = Some("application/json");
+
+    // 400: not JSON at all, truncated JSON.
+    assert_problem(post(json, b"{not json".to_vec()).await.unwrap(), 400).await;
+    assert_problem(post(json, b"{\"text\": \"abc".to_vec()).await.unwrap(), 400).await;
+    // 422: valid JSON of the wrong shape, or text that breaks the rules.
+    for body in [
+        r#"{"txt": "hi"}"#,
+        r#"{"text": 42}"#,
+        r#"{"text": "hi", "extra": 1}"#,
+        r#"["hi"]"#,
+        r#"{"text": "   "}"#,
+        r#"{"text": "bell\u0007"}"#,
+    ] {
+        let p = assert_problem(post(json, body.into()).await.unwrap(), 422).await;
+        assert!(p["detail"].is_string(), "{body}: {p}");
+    }
+    let long = serde_json::json!({ "text": "x".repeat(51) }).to_string();
+    let p = assert_problem(post(json, long.into()).await.unwrap(), 422).await;
+    assert!(p["detail"].as_str().unwrap().contains("at most 50"), "{p}");
+    // 413: the body is bigger than any valid text could be; refused before reading.
+    let huge = serde_json::json!({ "text": "x".repeat(1 << 20) }).to_string();
+    assert_problem(post(json, huge.into()).await.unwrap(), 413).await;
+    // 415: no type, or a type we do not take.
+    assert_problem(post(None, b"hello".to_vec()).await.unwrap(), 415).await;
+    assert_problem(
+        post(Some("text/plain"), b"hello".to_vec()).await.unwrap(),
+        415,
+    )
+    .await;
+    // 400: a bad Idempotency-Key.
+    let res = app
+        .client
+        .post(app.url("/v1/submissions"))
+        .header("idempotency-key", "has spaces in it")
+        .json(&serde_json::json!({"text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400).await;
+
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM submission")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "no rejected request may leave a row");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_ids_and_methods() {
+    let app = spawn_app().await;
+    assert_problem(app.client.get(app.url("/nope")).send().await.unwrap(), 404).await;
+    let res = app
+        .client
+        .get(app.url(&format!("/v1/submissions/{}", uuid::Uuid::new_v4())))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404).await;
+    let res = app
+        .client
+        .get(app.url("/v1/submissions/not-a-uuid"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404).await;
+    let res = app
+        .client
+        .delete(app.url("/v1/submissions"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers()["allow"].to_str().unwrap().contains("POST"));
+    assert_problem(res, 405).await;
+    let res = app
+        .client
+        .get(app.url("/v1/listen-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 405).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let app = spawn_with(|env| {
+        env.insert("RATE_LIMIT_PER_IP".into(), "3/min".into());
+    })
+    .await;
+    for _ in 0..3 {
+        accepted_id(app.post_text("hello").await).await;
+    }
+    let res = app.post_text("hello").await;
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    let p = assert_problem(res, 429).await;
+    assert_eq!(p["retry_after"], retry_after);
+    app.stop().await;
+
+    let app = spawn_with(|env| {
+        env.insert("RATE_LIMIT_PER_USER".into(), "2/min".into());
+    })
+    .await;
+    let as_user = |who: &'static str| {
+        app.client
+            .post(app.url("/v1/submissions"))
+            .header("x-anonymous-id", who)
+            .json(&serde_json::json!({"text": "hi"}))
+            .send()
+    };
+    accepted_id(as_user("alice").await.unwrap()).await;
+    accepted_id(as_user("alice").await.unwrap()).await;
+    assert_problem(as_user("alice").await.unwrap(), 429).await;
+    // The limit is per user: bob is unaffected.
+    accepted_id(as_user("bob").await.unwrap()).await;
+    app.stop().await;
+}
