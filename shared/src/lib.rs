@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod db;
+pub mod health_service;
 pub mod http;
 pub mod listen_token;
 pub mod message;

@@ -1,1 +1,6 @@
-fn main() {}
+//! Radio24 moderate. Until its pipeline work lands it serves health endpoints only.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    shared::health_service::main("moderate").await
+}

@@ -59,15 +59,17 @@ fn arbitrary_requests_never_break_ingest() {
                     } else {
                         app.client.post(app.url("/v1/submissions"))
                     };
-                    if let Some(ct) = &ct {
-                        if let Ok(v) = reqwest::header::HeaderValue::from_str(ct) {
-                            req = req.header("content-type", v);
-                        }
+                    if let Some(v) = ct
+                        .as_deref()
+                        .and_then(|c| reqwest::header::HeaderValue::from_str(c).ok())
+                    {
+                        req = req.header("content-type", v);
                     }
-                    if let Some(k) = &key {
-                        if let Ok(v) = reqwest::header::HeaderValue::from_str(k) {
-                            req = req.header("idempotency-key", v);
-                        }
+                    if let Some(v) = key
+                        .as_deref()
+                        .and_then(|k| reqwest::header::HeaderValue::from_str(k).ok())
+                    {
+                        req = req.header("idempotency-key", v);
                     }
                     let res = req.body(body.clone()).send().await.expect("an answer");
                     let status = res.status().as_u16();

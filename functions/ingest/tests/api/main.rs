@@ -8,6 +8,7 @@ mod auth;
 mod crash;
 mod fuzz;
 mod idempotency;
+mod lifecycle;
 mod listen_token;
 mod outage;
 mod rejections;
