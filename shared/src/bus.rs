@@ -39,10 +39,15 @@ pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default bound for admin calls ([`Bus::ping`], [`Bus::ensure_topic`], ...).
 pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Default batching delay. The publisher holds a message at most this long hoping to share an
-/// RPC with others. A request that publishes one message pays this as added latency, so it is
-/// kept small; under load a few milliseconds still fill useful batches.
-pub const DEFAULT_BATCH_MAX_DELAY: Duration = Duration::from_millis(5);
+/// Default batching delay: how long a message may wait for others to share its RPC.
+///
+/// Every publisher here is closed-loop (a request awaits its own publish), so the delay adds
+/// to each publish's latency, and with a fixed number of concurrent publishers throughput is
+/// concurrency divided by latency. Measured against the
+/// emulator with 64 concurrent publishers: 1 ms gave ~4 ms per publish and ~14,000 msgs/s,
+/// 5 ms gave ~8 ms and ~7,500 msgs/s, 10 ms ~14 ms and ~4,600 msgs/s. Concurrent publishes
+/// still share batches at 1 ms.
+pub const DEFAULT_BATCH_MAX_DELAY: Duration = Duration::from_millis(1);
 
 /// Default batch size cap: small batches keep a busy publisher's per-RPC latency low.
 pub const DEFAULT_BATCH_MAX_MESSAGES: u32 = 100;
@@ -364,12 +369,10 @@ impl fmt::Debug for Bus {
 /// Applies the endpoint and credentials every client needs. A macro because each client has
 /// its own builder type with the same method names.
 macro_rules! configure {
-    ($builder:expr, $endpoint:expr) => {{
-        let builder = $builder;
+    ($builder:expr, $endpoint:expr, $credentials:expr) => {{
+        let builder = $builder.with_credentials($credentials.clone());
         match $endpoint {
-            Some(endpoint) => builder.with_endpoint(endpoint.clone()).with_credentials(
-                google_cloud_auth::credentials::anonymous::Builder::new().build(),
-            ),
+            Some(endpoint) => builder.with_endpoint(endpoint.clone()),
             None => builder,
         }
     }};
@@ -381,8 +384,19 @@ impl Bus {
     pub async fn connect(cfg: &BusConfig) -> Result<Bus, BusError> {
         let endpoint = cfg.emulator_endpoint();
         let connect_err = |client| move |source| BusError::Connect { client, source };
+        // One credentials object for all four clients, so they share one cached token. An
+        // emulator gets anonymous credentials: never the metadata server, never a real project.
+        let credentials = match &endpoint {
+            Some(_) => google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            None => google_cloud_auth::credentials::Builder::default()
+                .build()
+                .map_err(|e| BusError::Connect {
+                    client: "credentials",
+                    source: google_cloud_gax::client_builder::Error::cred(e),
+                })?,
+        };
 
-        let base_publisher = configure!(BasePublisher::builder(), &endpoint)
+        let base_publisher = configure!(BasePublisher::builder(), &endpoint, credentials)
             // The retry budget is the publish timeout: the background batch stops retrying at
             // about the moment the caller gives up, instead of publishing minutes later.
             .with_retry_policy(RetryableErrors.with_time_limit(cfg.publish_timeout))
@@ -396,15 +410,15 @@ impl Bus {
             .build()
             .await
             .map_err(connect_err("publisher"))?;
-        let subscriber = configure!(Subscriber::builder(), &endpoint)
+        let subscriber = configure!(Subscriber::builder(), &endpoint, credentials)
             .build()
             .await
             .map_err(connect_err("subscriber"))?;
-        let topics = configure!(TopicAdmin::builder(), &endpoint)
+        let topics = configure!(TopicAdmin::builder(), &endpoint, credentials)
             .build()
             .await
             .map_err(connect_err("topic admin"))?;
-        let subscriptions = configure!(SubscriptionAdmin::builder(), &endpoint)
+        let subscriptions = configure!(SubscriptionAdmin::builder(), &endpoint, credentials)
             .build()
             .await
             .map_err(connect_err("subscription admin"))?;

@@ -38,6 +38,15 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// handler well inside its request timeout.
 const GCS_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Objects below this size are uploaded in one request, larger ones with a resumable upload.
+///
+/// The client's default is 16 MiB. Ours is higher so that every object this system produces
+/// (voice clips and segments of a few MB) takes the single-request path in production *and*
+/// against fake-gcs-server: the fake builds the resumable session URL from the `Host` header,
+/// which the client sends without the port, so resumable uploads cannot be tested locally.
+/// The data is in memory already, so a single request costs nothing extra.
+const SINGLE_SHOT_UPLOAD_LIMIT: usize = 64 * 1024 * 1024;
+
 /// Upper bound for [`ObjectStore::ping`]: readiness probes must answer quickly.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -212,7 +221,8 @@ impl GcsStore {
         };
 
         let mut builder = Storage::builder()
-            .with_retry_policy(RetryableErrors.with_time_limit(GCS_OPERATION_TIMEOUT));
+            .with_retry_policy(RetryableErrors.with_time_limit(GCS_OPERATION_TIMEOUT))
+            .with_resumable_upload_threshold(SINGLE_SHOT_UPLOAD_LIMIT);
         if let Some(endpoint) = endpoint {
             builder = builder
                 .with_endpoint(endpoint.trim_end_matches('/'))
