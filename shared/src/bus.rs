@@ -85,6 +85,22 @@ impl BusConfig {
         }
     }
 
+    /// `GOOGLE_CLOUD_PROJECT` (required unless `PUBSUB_EMULATOR_HOST` is set, then
+    /// `radio24-local` by default), `PUBSUB_EMULATOR_HOST`, `PUBLISH_TIMEOUT`.
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        let emulator: Option<String> = env.optional("PUBSUB_EMULATOR_HOST")?;
+        let project: String = match &emulator {
+            Some(_) => env.or("GOOGLE_CLOUD_PROJECT", "radio24-local".to_owned())?,
+            None => env.required("GOOGLE_CLOUD_PROJECT")?,
+        };
+        let mut cfg = BusConfig::new(project)
+            .with_publish_timeout(env.duration_or("PUBLISH_TIMEOUT", DEFAULT_PUBLISH_TIMEOUT)?);
+        if let Some(host) = emulator {
+            cfg = cfg.with_emulator_host(host);
+        }
+        Ok(cfg)
+    }
+
     /// Targets an emulator at `host` (`HOST:PORT`) instead of production Pub/Sub.
     pub fn with_emulator_host(mut self, host: impl Into<String>) -> Self {
         self.emulator_host = Some(host.into());

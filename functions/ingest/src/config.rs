@@ -89,22 +89,7 @@ impl Config {
                     AudioFormat::Mp3,
                 ]
             });
-        let emulator: Option<String> = env.optional("PUBSUB_EMULATOR_HOST")?;
-        let project: String = match &emulator {
-            Some(_) => env.or("GOOGLE_CLOUD_PROJECT", "radio24-local".to_owned())?,
-            None => env.required("GOOGLE_CLOUD_PROJECT")?,
-        };
-        let mut bus = BusConfig::new(project)
-            .with_publish_timeout(env.duration_or("PUBLISH_TIMEOUT", Duration::from_secs(2))?);
-        if let Some(host) = emulator {
-            bus = bus.with_emulator_host(host);
-        }
-        let d = RelayConfig::default();
-        let outbox = RelayConfig {
-            grace: env.duration_or("OUTBOX_GRACE", d.grace)?,
-            interval: env.duration_or("OUTBOX_RELAY_INTERVAL", d.interval)?,
-            ..d
-        };
+        let outbox = relay_config(env)?;
         let max_text_chars: usize = env.or("MAX_TEXT_CHARS", 1000)?;
         if max_text_chars == 0 || max_text_chars > 100_000 {
             return Err(ConfigError::invalid(
@@ -118,7 +103,7 @@ impl Config {
             port: env.or("PORT", 8080)?,
             channel_id: env.or("CHANNEL_ID", "main".to_owned())?,
             db: DbConfig::from_env(env)?,
-            bus,
+            bus: BusConfig::from_env(env)?,
             topic_ingested: env.or(
                 "TOPIC_SUBMISSION_INGESTED",
                 "submission-ingested".to_owned(),
@@ -142,6 +127,16 @@ impl Config {
             shutdown_grace: env.duration_or("SHUTDOWN_GRACE", Duration::from_secs(8))?,
         })
     }
+}
+
+/// `OUTBOX_GRACE`, `OUTBOX_RELAY_INTERVAL`.
+pub fn relay_config(env: &Env) -> Result<RelayConfig, ConfigError> {
+    let d = RelayConfig::default();
+    Ok(RelayConfig {
+        grace: env.duration_or("OUTBOX_GRACE", d.grace)?,
+        interval: env.duration_or("OUTBOX_RELAY_INTERVAL", d.interval)?,
+        ..d
+    })
 }
 
 fn parse_audio_types(s: &str) -> Result<Vec<AudioFormat>, String> {

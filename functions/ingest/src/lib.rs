@@ -130,6 +130,40 @@ impl Application {
     }
 }
 
+/// `ingest relay`: publishes every due outbox row, then exits. For a Cloud Run job on a
+/// schedule (or an operator) when no always-on process runs the relay loop. Fails when some
+/// rows could not be published; they stay in the outbox for the next run.
+pub async fn relay_job(env: &shared::config::Env) -> anyhow::Result<usize> {
+    let db = shared::db::DbConfig::from_env(env)?;
+    let bus = shared::bus::BusConfig::from_env(env)?;
+    let relay = config::relay_config(env)?;
+    let pool = shared::db::connect(&db)
+        .await
+        .context("cannot prepare the database")?;
+    let bus = Bus::connect(&bus)
+        .await
+        .context("cannot set up Pub/Sub clients")?;
+    let outbox = Outbox::new(pool, bus.clone(), relay);
+    let mut published = 0;
+    loop {
+        let sweep = outbox.relay_once().await?;
+        published += sweep.published;
+        if sweep.failed > 0 {
+            anyhow::bail!("{} outbox messages could not be published", sweep.failed);
+        }
+        if sweep.published == 0 {
+            break;
+        }
+    }
+    bus.flush().await;
+    tracing::info!(
+        published,
+        backlog = outbox.backlog().await?,
+        "relay run finished"
+    );
+    Ok(published)
+}
+
 async fn prune_limits(limits: Limits, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {

@@ -1,29 +1,37 @@
+//! `ingest` serves the public API; `ingest relay` publishes what the outbox holds and exits.
+
+use std::process::ExitCode;
+
 use shared::config::Env;
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     shared::telemetry::init("info");
-    let config = match ingest::config::Config::from_env(&Env::from_process()) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("configuration error: {e}");
-            eprintln!("ingest: configuration error: {e}");
-            return std::process::ExitCode::from(2);
+    let env = Env::from_process();
+    let mode = std::env::args().nth(1);
+    let result = match mode.as_deref() {
+        None | Some("serve") => serve(&env).await,
+        Some("relay") => ingest::relay_job(&env).await.map(|_| ()),
+        Some(other) => {
+            eprintln!("ingest: unknown command {other:?}; use `ingest [serve]` or `ingest relay`");
+            return ExitCode::from(2);
         }
     };
-    let result = async {
-        ingest::Application::build(config)
-            .await?
-            .run_until(shared::http::shutdown_signal())
-            .await
-    }
-    .await;
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = ?e, "ingest failed");
             eprintln!("ingest: {e:#}");
-            std::process::ExitCode::FAILURE
+            let config_error = e.downcast_ref::<shared::config::ConfigError>().is_some();
+            ExitCode::from(if config_error { 2 } else { 1 })
         }
     }
+}
+
+async fn serve(env: &Env) -> anyhow::Result<()> {
+    let config = ingest::config::Config::from_env(env)?;
+    ingest::Application::build(config)
+        .await?
+        .run_until(shared::http::shutdown_signal())
+        .await
 }

@@ -92,3 +92,37 @@ async fn killed_pubsub_then_restart_drains_the_backlog() {
     .unwrap();
     app.stop().await;
 }
+
+/// With no relay loop in the service (`OUTBOX_RELAY=off`, as on request-billed Cloud Run),
+/// the `ingest relay` job publishes the backlog and exits.
+#[tokio::test]
+async fn relay_job_publishes_the_backlog() {
+    let mut emulator = PubsubEmulator::start().await.unwrap();
+    let app = spawn_with(|env| {
+        env.insert("PUBSUB_EMULATOR_HOST".into(), emulator.host());
+        env.insert("OUTBOX_RELAY".into(), "off".into());
+        env.insert("OUTBOX_GRACE".into(), "0s".into());
+    })
+    .await;
+    emulator.stop();
+    let during = burst(&app, "while down", 20).await;
+    assert_eq!(outbox_len(&app).await, 20);
+    emulator.restart().await.unwrap();
+    let (_bus, _topic, mut subscription) = bus_for(&app.env).await;
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .arg("relay")
+        .env_clear()
+        .envs(&app.env)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    receive_until(&mut subscription, &during, Duration::from_secs(30)).await;
+    assert_eq!(outbox_len(&app).await, 0);
+    app.stop().await;
+}
