@@ -12,6 +12,7 @@ pub mod listen_token;
 pub mod message;
 pub mod outbox;
 pub mod problem;
+pub mod provider;
 pub mod retry;
 pub mod store;
 pub mod submission;
