@@ -82,8 +82,12 @@ CREATE INDEX submission_user_idx ON submission (user_id, received_at DESC);
 
 -- Embeddings, one table per vector space so the two models can never be compared:
 -- OpenAI text-embedding-3-small (1536 dims) in production, all-MiniLM-L6-v2 (384) offline.
+-- channel_id and created_at are copied from the submission so that the near-duplicate
+-- search filters on the table the HNSW index scans (pgvector's iterative index scans keep
+-- such filtered queries exact), without a join.
 CREATE TABLE submission_embedding (
     submission_id uuid PRIMARY KEY REFERENCES submission (id) ON DELETE CASCADE,
+    channel_id    text NOT NULL REFERENCES channel (id),
     model         text NOT NULL,
     embedding     vector(1536) NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now()
@@ -93,6 +97,7 @@ CREATE INDEX submission_embedding_hnsw
 
 CREATE TABLE submission_embedding_local (
     submission_id uuid PRIMARY KEY REFERENCES submission (id) ON DELETE CASCADE,
+    channel_id    text NOT NULL REFERENCES channel (id),
     model         text NOT NULL,
     embedding     vector(384) NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now()

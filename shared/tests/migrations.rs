@@ -113,7 +113,7 @@ async fn schema_enforces_the_invariants() {
     let id = uuid::Uuid::now_v7();
     insert(id, "u3", None, "embedded").await.unwrap();
     let wrong = sqlx::query(
-        "INSERT INTO submission_embedding_local (submission_id, model, embedding) VALUES ($1, 'm', '[1,2,3]')",
+        "INSERT INTO submission_embedding_local (submission_id, channel_id, model, embedding) VALUES ($1, 'main', 'm', '[1,2,3]')",
     )
     .bind(id)
     .execute(&pool)
@@ -121,7 +121,7 @@ async fn schema_enforces_the_invariants() {
     assert!(wrong.is_err());
     let v = format!("[{}]", vec!["0.5"; 384].join(","));
     sqlx::query(
-        "INSERT INTO submission_embedding_local (submission_id, model, embedding) VALUES ($1, 'm', $2::vector)",
+        "INSERT INTO submission_embedding_local (submission_id, channel_id, model, embedding) VALUES ($1, 'main', 'm', $2::vector)",
     )
     .bind(id)
     .bind(&v)
