@@ -213,6 +213,24 @@ impl ChildGuard {
         log_tail(&self.log_path, max_lines)
     }
 
+    /// Freezes the process group (SIGSTOP): it keeps its sockets and state but does nothing,
+    /// the way a hung server behaves. [`ChildGuard::thaw`] resumes it.
+    pub fn freeze(&self) {
+        self.signal_group(libc::SIGSTOP);
+    }
+
+    /// Resumes a process group frozen by [`ChildGuard::freeze`].
+    pub fn thaw(&self) {
+        self.signal_group(libc::SIGCONT);
+    }
+
+    fn signal_group(&self, signal: libc::c_int) {
+        if self.is_running() {
+            // SAFETY: plain system call to the process group we started and have not reaped.
+            unsafe { libc::killpg(self.pid as libc::pid_t, signal) };
+        }
+    }
+
     /// Ends the process and everything in its process group, then reaps it. Idempotent.
     pub fn kill(&self) {
         let mut state = self.state();

@@ -123,22 +123,19 @@ impl PubsubEmulator {
         }
     }
 
-    /// Freezes the emulator with SIGSTOP: connections stay open but nothing answers, the
-    /// way a hung dependency behaves. Its state survives; [`PubsubEmulator::resume`] thaws
-    /// it. A no-op for an external emulator.
+    /// Freezes the emulator (SIGSTOP): connections stay open but nothing answers, the way a
+    /// hung dependency behaves. Its state survives; [`PubsubEmulator::resume`] thaws it. A
+    /// no-op for an external emulator.
     pub fn pause(&self) {
-        self.signal(libc::SIGSTOP);
+        if let Some(server) = self.local.as_ref().and_then(|l| l.server.as_ref()) {
+            server.freeze();
+        }
     }
 
     /// Thaws an emulator frozen by [`PubsubEmulator::pause`].
     pub fn resume(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    fn signal(&self, signal: libc::c_int) {
         if let Some(server) = self.local.as_ref().and_then(|l| l.server.as_ref()) {
-            // SAFETY: plain system call to the process group we started and still own.
-            unsafe { libc::killpg(server.id() as libc::pid_t, signal) };
+            server.thaw();
         }
     }
 

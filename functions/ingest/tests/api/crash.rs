@@ -2,36 +2,17 @@
 //! in the database and on the topic, and nothing is half-written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use testkit::{ChildGuard, PubsubEmulator, free_port, spawn_logged, wait_until};
+use testkit::{PubsubEmulator, free_port, wait_until};
 
 use crate::helpers::*;
 
 const REQUESTS: usize = 400;
 const CONCURRENCY: usize = 16;
 const KILL_AFTER: usize = 120;
-
-fn start_ingest(env: &BTreeMap<String, String>, log: &std::path::Path) -> ChildGuard {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest"));
-    cmd.envs(env).env("RUST_LOG", "info");
-    spawn_logged(cmd, log).expect("start ingest")
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    wait_until("ingest /healthz", Duration::from_secs(30), || async {
-        client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await
-    .expect("ingest became healthy");
-}
 
 #[tokio::test]
 async fn kill_9_mid_burst_loses_nothing_accepted() {

@@ -1,13 +1,14 @@
 //! Spawns ingest against fresh resources: its own database, topic and subscription.
 
 use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
 use std::time::Duration;
 
 use shared::bus::{Bus, BusConfig, Subscription};
 use shared::config::Env;
 use shared::message::SubmissionEvent;
 use sqlx::PgPool;
-use testkit::{Postgres, PubsubEmulator};
+use testkit::{ChildGuard, Postgres, PubsubEmulator, spawn_logged, wait_until};
 use tokio::sync::oneshot;
 
 pub struct TestApp {
@@ -194,4 +195,23 @@ pub async fn assert_problem(res: reqwest::Response, status: u16) -> serde_json::
     assert_eq!(body["status"], status, "{body}");
     assert!(body["title"].is_string(), "{body}");
     body
+}
+
+/// Starts the ingest binary (a real process that can be killed or frozen).
+pub fn start_ingest(env: &BTreeMap<String, String>, log: &std::path::Path) -> ChildGuard {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest"));
+    cmd.envs(env).env("RUST_LOG", "info");
+    spawn_logged(cmd, log).expect("start ingest")
+}
+
+pub async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    wait_until("ingest /healthz", Duration::from_secs(30), || async {
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
+    .expect("ingest became healthy");
 }

@@ -59,38 +59,79 @@ async fn frozen_pubsub_then_recovery_drains_the_backlog() {
     app.stop().await;
 }
 
-/// The emulator is killed and restarted (it keeps no state across restarts, so topic and
-/// subscription are recreated): submissions accepted while it was down are published by
-/// the relay once it is back.
+/// The emulator is killed and restarted. It keeps no state across restarts, so the test
+/// recreates topic and subscription; ingest is frozen meanwhile so that its relay cannot
+/// publish into the new topic before the subscription exists (a message published to a
+/// topic without subscriptions is dropped by design). Submissions accepted while Pub/Sub was
+/// down are then published by the relay.
 #[tokio::test]
 async fn killed_pubsub_then_restart_drains_the_backlog() {
     let mut emulator = PubsubEmulator::start().await.unwrap();
-    let app = spawn_with(|env| {
-        env.insert("PUBSUB_EMULATOR_HOST".into(), emulator.host());
-    })
-    .await;
-    burst(&app, "before", 10).await;
+    let mut env = test_env(&emulator.host()).await;
+    let port = testkit::free_port();
+    env.insert("PORT".into(), port.to_string());
+    let log = std::env::temp_dir().join(format!("ingest-outage-{port}.log"));
+    let ingest = start_ingest(&env, &log);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &base).await;
+    let db = sqlx::PgPool::connect(&env["DATABASE_URL"]).await.unwrap();
+    let post_burst = |tag: &'static str, n: usize| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            futures::stream::iter(0..n)
+                .map(|i| {
+                    let client = client.clone();
+                    let base = base.clone();
+                    async move {
+                        let res = client
+                            .post(format!("{base}/v1/submissions"))
+                            .json(&serde_json::json!({ "text": format!("{tag} {i}") }))
+                            .send()
+                            .await
+                            .unwrap();
+                        accepted_id(res).await
+                    }
+                })
+                .buffer_unordered(8)
+                .collect::<HashSet<_>>()
+                .await
+        }
+    };
+    post_burst("before", 10).await;
     emulator.stop();
     let started = std::time::Instant::now();
-    let during = burst(&app, "while down", 50).await;
+    let during = post_burst("while down", 50).await;
     eprintln!(
         "50 submissions accepted with Pub/Sub down in {:?}",
         started.elapsed()
     );
     assert_eq!(during.len(), 50);
-    assert!(outbox_len(&app).await >= 50);
-    let readyz = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(backlog >= 50, "{backlog}");
+    let readyz = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_problem(readyz, 503).await;
 
+    ingest.freeze();
     emulator.restart().await.unwrap();
-    let (_bus, _topic, mut subscription) = bus_for(&app.env).await;
+    let (_bus, _topic, mut subscription) = bus_for(&env).await;
+    ingest.thaw();
     receive_until(&mut subscription, &during, Duration::from_secs(60)).await;
-    wait_until("outbox drained", Duration::from_secs(30), || async {
-        outbox_len(&app).await == 0
+    wait_until("outbox drained", Duration::from_secs(30), || {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+                .fetch_one(&db)
+                .await
+                .is_ok_and(|n| n == 0)
+        }
     })
     .await
     .unwrap();
-    app.stop().await;
 }
 
 /// With no relay loop in the service (`OUTBOX_RELAY=off`, as on request-billed Cloud Run),
