@@ -1,7 +1,7 @@
 //! kill -9 of ingest in the middle of a burst, then a restart: every id that got a 202 is
 //! in the database and on the topic, and nothing is half-written.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
