@@ -81,6 +81,9 @@ struct KeyCache {
 #[derive(Clone)]
 pub struct JwtVerifier {
     config: Arc<JwtConfig>,
+    /// Accepted `iss` values: `config.issuer` plus any added with
+    /// [`JwtVerifier::also_accept_issuer`].
+    issuers: Vec<String>,
     http: reqwest::Client,
     cache: Arc<RwLock<KeyCache>>,
     refetch_min: Duration,
@@ -89,6 +92,7 @@ pub struct JwtVerifier {
 impl JwtVerifier {
     pub fn new(config: JwtConfig) -> Self {
         JwtVerifier {
+            issuers: vec![config.issuer.clone()],
             config: Arc::new(config),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -101,6 +105,18 @@ impl JwtVerifier {
             })),
             refetch_min: Duration::from_secs(30),
         }
+    }
+
+    /// Also accepts tokens whose `iss` is `issuer`, for providers that use more than one
+    /// spelling of the same issuer (Google signs ID tokens with `https://accounts.google.com`
+    /// or `accounts.google.com`). Everything else is verified exactly as for the configured
+    /// issuer.
+    pub fn also_accept_issuer(mut self, issuer: impl Into<String>) -> Self {
+        let issuer = issuer.into();
+        if !self.issuers.contains(&issuer) {
+            self.issuers.push(issuer);
+        }
+        self
     }
 
     /// Takes the token out of an `Authorization: Bearer ...` header value.
@@ -118,7 +134,7 @@ impl JwtVerifier {
         Ok(token.trim())
     }
 
-    /// Verifies signature, issuer, audience, expiry and not-before.
+    /// Verifies signature, issuer (any accepted one), audience, expiry and not-before.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("malformed token: {e}")))?;
@@ -132,7 +148,7 @@ impl JwtVerifier {
             ));
         }
         let mut v = Validation::new(alg);
-        v.set_issuer(&[&self.config.issuer]);
+        v.set_issuer(&self.issuers);
         v.set_audience(&[&self.config.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         v.leeway = self.config.leeway.as_secs();

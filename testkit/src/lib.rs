@@ -16,6 +16,7 @@
 //! - `RADIO24_PUBSUB_EMULATOR_JAR`: the emulator jar (default: the google-cloud-sdk one).
 
 mod gcs;
+pub mod openai_fake;
 mod postgres;
 mod process;
 mod pubsub;
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub use gcs::FakeGcs;
+pub use openai_fake::{Fault, OpenAiFake};
 pub use postgres::Postgres;
 pub use process::{ChildGuard, Shutdown, spawn_logged, spawn_logged_with};
 pub use pubsub::PubsubEmulator;

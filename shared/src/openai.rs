@@ -1,0 +1,805 @@
+//! A small OpenAI REST client: JSON and multipart POSTs with per-attempt timeouts, retries
+//! and OpenAI's error shape mapped onto [`ProviderError`], plus the embeddings endpoint as a
+//! ready-made [`Embedder`].
+//!
+//! Why not a full SDK: the pipeline needs three endpoints, and what matters for it is how
+//! failures are classified (retry in process, let Pub/Sub redeliver later, or give up), which
+//! is exactly the part an SDK hides.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use backon::Retryable;
+use base64::Engine;
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, Env};
+use crate::embedding::{Embedder, EmbeddingModel};
+use crate::provider::ProviderError;
+
+/// The provider name every error from this module carries.
+pub const PROVIDER: &str = "openai";
+
+/// Where the API lives unless `OPENAI_BASE_URL` says otherwise (a proxy, a fake in tests).
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The longest `Retry-After` waited out in process. A longer one means the quota is gone for
+/// a while: holding a request (and a Cloud Run instance) open that long is worse than giving
+/// the message back to Pub/Sub, which redelivers it later with its own backoff.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(20);
+
+/// How to reach OpenAI and how patient to be with it.
+#[derive(Clone)]
+pub struct OpenAiConfig {
+    /// API root including the version, without a trailing slash (`OPENAI_BASE_URL`).
+    pub base_url: String,
+    /// Secret key sent as `Authorization: Bearer` (`OPENAI_API_KEY`). Never logged.
+    pub api_key: String,
+    /// Limit for one attempt, from connecting to the last byte of the body (`OPENAI_TIMEOUT`).
+    pub timeout: Duration,
+    /// In-process retries after the first attempt (`OPENAI_MAX_RETRIES`).
+    pub max_retries: usize,
+    /// Wall-clock limit for one call including every retry and wait (`OPENAI_CALL_BUDGET`).
+    /// It must stay below the Pub/Sub acknowledgement deadline of the handler making the call,
+    /// or Pub/Sub redelivers a message that is still being worked on.
+    pub budget: Duration,
+}
+
+impl OpenAiConfig {
+    /// A configuration with the defaults and the given key.
+    pub fn new(api_key: impl Into<String>) -> Self {
+        OpenAiConfig {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            api_key: api_key.into(),
+            timeout: Duration::from_secs(10),
+            max_retries: 3,
+            budget: Duration::from_secs(30),
+        }
+    }
+
+    /// Reads `OPENAI_*`; `None` when `OPENAI_API_KEY` is unset, which means "use the local
+    /// providers" rather than an error.
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(api_key) = env.raw("OPENAI_API_KEY") else {
+            return Ok(None);
+        };
+        if !api_key.bytes().all(|b| b.is_ascii_graphic()) {
+            // Not `ConfigError::invalid`: that would put the secret into the error message.
+            return Err(ConfigError::Invalid {
+                name: "OPENAI_API_KEY".to_owned(),
+                value: "<redacted>".to_owned(),
+                reason: "must be printable ASCII without spaces".to_owned(),
+            });
+        }
+        let defaults = OpenAiConfig::new(api_key);
+        let base_url = env
+            .optional_with("OPENAI_BASE_URL", parse_base_url)?
+            .unwrap_or(defaults.base_url);
+        let timeout = env.duration_or("OPENAI_TIMEOUT", defaults.timeout)?;
+        if timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "OPENAI_TIMEOUT",
+                "0",
+                "must be positive",
+            ));
+        }
+        let max_retries: usize = env.or("OPENAI_MAX_RETRIES", defaults.max_retries)?;
+        if max_retries > 10 {
+            return Err(ConfigError::invalid(
+                "OPENAI_MAX_RETRIES",
+                &max_retries.to_string(),
+                "at most 10: past that Pub/Sub redelivery is the better retry",
+            ));
+        }
+        let budget = env.duration_or("OPENAI_CALL_BUDGET", defaults.budget)?;
+        if budget.is_zero() {
+            return Err(ConfigError::invalid(
+                "OPENAI_CALL_BUDGET",
+                "0",
+                "must be positive",
+            ));
+        }
+        Ok(Some(OpenAiConfig {
+            base_url,
+            api_key: defaults.api_key,
+            timeout,
+            max_retries,
+            budget,
+        }))
+    }
+}
+
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
+fn parse_base_url(s: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http or https URL".to_owned());
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
+/// A cheap-to-clone handle on one connection pool to the API.
+#[derive(Clone)]
+pub struct OpenAiClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: String,
+    /// `None` for a key that is not a valid header value: requests then go out without one
+    /// and the API's 401 says what is wrong.
+    auth: Option<HeaderValue>,
+    timeout: Duration,
+    max_retries: usize,
+    budget: Duration,
+}
+
+impl fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiClient")
+            .field("base_url", &self.inner.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiClient {
+    /// # Panics
+    /// If the TLS backend cannot be initialised, which no retry would fix.
+    pub fn new(cfg: OpenAiConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.timeout)
+            .user_agent(concat!("radio24/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a TLS HTTP client can be built");
+        let auth = HeaderValue::from_str(&format!("Bearer {}", cfg.api_key))
+            .ok()
+            .map(|mut v| {
+                // Keeps the key out of hyper's debug output and HTTP/2 header tables.
+                v.set_sensitive(true);
+                v
+            });
+        OpenAiClient {
+            inner: Arc::new(Inner {
+                http,
+                base_url: cfg.base_url.trim_end_matches('/').to_owned(),
+                auth,
+                timeout: cfg.timeout,
+                max_retries: cfg.max_retries,
+                budget: cfg.budget,
+            }),
+        }
+    }
+
+    /// POSTs `body` as JSON to `path` (relative to the base URL, e.g. `embeddings`).
+    pub async fn post_json<Req, Resp>(&self, path: &str, body: &Req) -> Result<Resp, ProviderError>
+    where
+        Req: Serialize + Sync,
+        Resp: DeserializeOwned,
+    {
+        let body = Bytes::from(
+            serde_json::to_vec(body).map_err(|e| ProviderError::Permanent {
+                provider: PROVIDER,
+                reason: format!("request body does not serialize: {e}"),
+            })?,
+        );
+        self.send(path, || {
+            self.request(path)
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        })
+        .await
+    }
+
+    /// POSTs a multipart form to `path`. `form` builds the form anew for every attempt
+    /// because a sent form is consumed.
+    pub async fn post_multipart<Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        form: impl Fn() -> reqwest::multipart::Form + Send + Sync,
+    ) -> Result<Resp, ProviderError> {
+        self.send(path, || self.request(path).multipart(form()))
+            .await
+    }
+
+    fn request(&self, path: &str) -> RequestBuilder {
+        let url = format!("{}/{}", self.inner.base_url, path.trim_start_matches('/'));
+        let mut req = self.inner.http.post(url);
+        if let Some(auth) = &self.inner.auth {
+            req = req.header(AUTHORIZATION, auth.clone());
+        }
+        req
+    }
+
+    /// Runs attempts until one succeeds, one fails for good, the retries are used up or the
+    /// next wait would end past the call budget.
+    async fn send<Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        build: impl Fn() -> RequestBuilder + Send + Sync,
+    ) -> Result<Resp, ProviderError> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let attempt = || async {
+            let remaining = inner.budget.saturating_sub(started.elapsed());
+            let timeout = inner.timeout.min(remaining);
+            if timeout.is_zero() {
+                return Err(Failure::transient(format!(
+                    "call budget of {:?} used up",
+                    inner.budget
+                )));
+            }
+            let res = build()
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| Failure::transport(&e, timeout))?;
+            read_response(res, timeout).await
+        };
+        attempt
+            .retry(crate::retry::exponential().with_max_times(inner.max_retries))
+            .when(|f: &Failure| f.retry)
+            .adjust(|f: &Failure, backoff: Option<Duration>| {
+                let mut wait = backoff?;
+                if let Some(retry_after) = f.retry_after {
+                    if retry_after > MAX_RETRY_AFTER {
+                        return None;
+                    }
+                    wait = wait.max(retry_after);
+                }
+                // Waiting only to find the budget gone would waste the wait: hand the
+                // error back now so the caller (or Pub/Sub) retries later.
+                (started.elapsed() + wait < inner.budget).then_some(wait)
+            })
+            .notify(|f: &Failure, wait: Duration| {
+                tracing::warn!(
+                    provider = PROVIDER,
+                    path,
+                    error = %f.error,
+                    wait_ms = wait.as_millis() as u64,
+                    "retrying OpenAI call"
+                );
+            })
+            .await
+            .map_err(|f| f.error)
+    }
+}
+
+/// One failed attempt: the error to return if it is the last, and how to retry it.
+#[derive(Debug)]
+struct Failure {
+    error: ProviderError,
+    /// Worth another attempt in process.
+    retry: bool,
+    /// The server's `Retry-After`: the next attempt must not come earlier.
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn transient(reason: String) -> Self {
+        Failure {
+            error: ProviderError::Transient {
+                provider: PROVIDER,
+                reason,
+            },
+            retry: true,
+            retry_after: None,
+        }
+    }
+
+    fn transport(e: &reqwest::Error, timeout: Duration) -> Self {
+        if e.is_timeout() {
+            return Failure::transient(format!("no complete response within {timeout:?}"));
+        }
+        if e.is_builder() {
+            return Failure {
+                error: ProviderError::Permanent {
+                    provider: PROVIDER,
+                    reason: format!("request cannot be built: {}", error_chain(e)),
+                },
+                retry: false,
+                retry_after: None,
+            };
+        }
+        // Connection refused or reset, TLS or HTTP/2 errors, a body cut short: all of them
+        // may go away on a new connection.
+        Failure::transient(error_chain(e))
+    }
+}
+
+/// An error with its causes: reqwest's own message alone ("error sending request") hides
+/// whether it was DNS, TLS or a reset.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+async fn read_response<Resp: DeserializeOwned>(
+    res: Response,
+    timeout: Duration,
+) -> Result<Resp, Failure> {
+    let status = res.status();
+    let headers = res.headers().clone();
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    let body = res
+        .bytes()
+        .await
+        .map_err(|e| Failure::transport(&e, timeout))?;
+    if status.is_success() {
+        // A 2xx whose body does not parse is most likely cut short by a proxy; if it is a
+        // real schema change, Pub/Sub dead-letters the message after its attempts.
+        return serde_json::from_slice(&body).map_err(|e| {
+            Failure::transient(format!(
+                "unexpected response body ({e}), request {request_id}"
+            ))
+        });
+    }
+    Err(classify(status, &headers, &body, &request_id))
+}
+
+/// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug, Default, Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    message: String,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ApiErrorBody {
+    error: ApiError,
+}
+
+/// Maps an error response onto what the pipeline should do about it.
+fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], request_id: &str) -> Failure {
+    let api = serde_json::from_slice::<ApiErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| ApiError {
+            message: String::from_utf8_lossy(body).chars().take(300).collect(),
+            ..ApiError::default()
+        });
+    let code = match &api.code {
+        Some(serde_json::Value::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let reason = {
+        let mut r = format!("HTTP {}", status.as_u16());
+        if let Some(kind) = api.kind.as_deref().or(code) {
+            r.push(' ');
+            r.push_str(kind);
+        }
+        if !api.message.is_empty() {
+            r.push_str(": ");
+            r.extend(redact_keys(&api.message).chars().take(500));
+        }
+        r.push_str(&format!(" (request {request_id})"));
+        r
+    };
+    let retry_after = retry_after(headers);
+    match status.as_u16() {
+        429 => {
+            // RateLimited has no room for a reason, so the log says which limit it was.
+            tracing::warn!(provider = PROVIDER, %reason, ?retry_after, "rate limited");
+            Failure {
+                error: ProviderError::RateLimited {
+                    provider: PROVIDER,
+                    retry_after,
+                },
+                // An exhausted quota (billing) does not come back within seconds.
+                retry: code != Some("insufficient_quota"),
+                retry_after,
+            }
+        }
+        408 | 409 | 500..=599 => Failure {
+            retry_after,
+            ..Failure::transient(reason)
+        },
+        _ => Failure {
+            error: ProviderError::Permanent {
+                provider: PROVIDER,
+                reason,
+            },
+            retry: false,
+            retry_after: None,
+        },
+    }
+}
+
+/// `message` with anything that looks like an API key masked: OpenAI's 401 quotes part
+/// of the key it got, and these messages end up in logs and in the database.
+fn redact_keys(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| {
+            if word.contains("sk-") {
+                "[redacted]"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The wait a response asks for: OpenAI's `retry-after-ms`, else `Retry-After` in seconds
+/// or as an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let seconds = |s: &str| {
+        s.parse::<f64>()
+            .ok()
+            .and_then(|v| Duration::try_from_secs_f64(v).ok())
+    };
+    if let Some(wait) = header("retry-after-ms").and_then(|ms| seconds(ms).map(|d| d / 1000)) {
+        return Some(wait);
+    }
+    let value = header("retry-after")?;
+    seconds(value).or_else(|| {
+        let when = httpdate::parse_http_date(value).ok()?;
+        Some(
+            when.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        )
+    })
+}
+
+/// What [`OpenAiEmbedder`] embeds with: `text-embedding-3-small`, 1536 dimensions.
+const MODEL: EmbeddingModel = EmbeddingModel::OPENAI_TEXT_EMBEDDING_3_SMALL;
+
+/// The API's limit per input is 8191 tokens; this leaves room for the estimate being off.
+const MAX_INPUT_TOKENS: usize = 8000;
+
+/// How inputs are grouped into requests. The API allows 2048 inputs and 300k tokens per
+/// request; the defaults stay well below so that one request also finishes well within the
+/// per-attempt timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_inputs: usize,
+    /// In estimated tokens (see [`estimate_tokens`]).
+    pub max_tokens: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_inputs: 512,
+            max_tokens: 100_000,
+        }
+    }
+}
+
+/// An over-estimate of the tokens OpenAI's tokenizers make of `text`, without shipping a
+/// tokenizer: English averages about 4 bytes per token, so counting one token per 2 ASCII
+/// bytes and 2 per other character stays above the real count for natural language.
+pub fn estimate_tokens(text: &str) -> usize {
+    let (ascii, other) = text.chars().fold((0usize, 0usize), |(a, o), c| {
+        if c.is_ascii() { (a + 1, o) } else { (a, o + 1) }
+    });
+    ascii.div_ceil(2) + other * 2
+}
+
+/// The longest prefix of `text` (at a character boundary) estimated at most `max_tokens`.
+fn truncate_to_tokens(text: &str, max_tokens: usize) -> &str {
+    let mut tokens2 = 0usize; // in half tokens, so one ASCII byte counts 1
+    for (i, c) in text.char_indices() {
+        tokens2 += if c.is_ascii() { 1 } else { 4 };
+        if tokens2.div_ceil(2) > max_tokens {
+            return &text[..i];
+        }
+    }
+    text
+}
+
+/// OpenAI's embeddings endpoint as an [`Embedder`].
+#[derive(Debug, Clone)]
+pub struct OpenAiEmbedder {
+    client: OpenAiClient,
+    limits: BatchLimits,
+}
+
+impl OpenAiEmbedder {
+    pub fn new(client: OpenAiClient) -> Self {
+        OpenAiEmbedder {
+            client,
+            limits: BatchLimits::default(),
+        }
+    }
+
+    /// Overrides how inputs are grouped into requests (tests use small limits).
+    ///
+    /// # Panics
+    /// If either limit is zero.
+    pub fn with_batch_limits(mut self, limits: BatchLimits) -> Self {
+        assert!(limits.max_inputs > 0 && limits.max_tokens > 0);
+        self.limits = limits;
+        self
+    }
+
+    /// Splits `texts` into consecutive `(start, end)` ranges under the limits.
+    fn batches(&self, tokens: &[usize]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let (mut start, mut sum) = (0, 0);
+        for (i, &t) in tokens.iter().enumerate() {
+            if i > start
+                && (i - start >= self.limits.max_inputs || sum + t > self.limits.max_tokens)
+            {
+                out.push((start, i));
+                (start, sum) = (i, 0);
+            }
+            sum += t;
+        }
+        if start < tokens.len() {
+            out.push((start, tokens.len()));
+        }
+        out
+    }
+
+    async fn embed_batch(&self, inputs: &[&str]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let req = EmbeddingsRequest {
+            model: MODEL.name,
+            input: inputs,
+            // Base64 little-endian f32s: a quarter of the bytes of JSON numbers, and what
+            // OpenAI's own SDKs ask for.
+            encoding_format: "base64",
+        };
+        let res: EmbeddingsResponse = self.client.post_json("embeddings", &req).await?;
+        let malformed = |what: String| ProviderError::Transient {
+            provider: PROVIDER,
+            reason: format!("malformed embeddings response: {what}"),
+        };
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
+        for item in res.data {
+            let vector = item.embedding.into_vec().map_err(&malformed)?;
+            if vector.len() != MODEL.dims {
+                return Err(malformed(format!(
+                    "{} dimensions instead of {}",
+                    vector.len(),
+                    MODEL.dims
+                )));
+            }
+            let slot = out
+                .get_mut(item.index)
+                .ok_or_else(|| malformed(format!("index {} out of range", item.index)))?;
+            if slot.replace(vector).is_some() {
+                return Err(malformed(format!("index {} twice", item.index)));
+            }
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(i, v)| v.ok_or_else(|| malformed(format!("no embedding for index {i}"))))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Embedder for OpenAiEmbedder {
+    fn model(&self) -> EmbeddingModel {
+        MODEL
+    }
+
+    /// Embeds `texts` in as few requests as the batch limits allow, in order. Inputs over the
+    /// per-input token limit are cut to their beginning, which is what near-duplicate
+    /// detection needs from them; empty inputs are refused, as the API would.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        if let Some(i) = texts.iter().position(|t| t.is_empty()) {
+            return Err(ProviderError::Permanent {
+                provider: PROVIDER,
+                reason: format!("input {i} is empty"),
+            });
+        }
+        let inputs: Vec<&str> = texts
+            .iter()
+            .map(|t| {
+                let cut = truncate_to_tokens(t, MAX_INPUT_TOKENS);
+                if cut.len() < t.len() {
+                    tracing::info!(
+                        bytes = t.len(),
+                        kept = cut.len(),
+                        "embedding input truncated"
+                    );
+                }
+                cut
+            })
+            .collect();
+        let tokens: Vec<usize> = inputs.iter().map(|t| estimate_tokens(t)).collect();
+        let mut out = Vec::with_capacity(texts.len());
+        for (start, end) in self.batches(&tokens) {
+            out.extend(self.embed_batch(&inputs[start..end]).await?);
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Serialize)]
+struct EmbeddingsRequest<'a> {
+    model: &'a str,
+    input: &'a [&'a str],
+    encoding_format: &'a str,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsResponse {
+    data: Vec<EmbeddingItem>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingItem {
+    index: usize,
+    embedding: EmbeddingValue,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EmbeddingValue {
+    Floats(Vec<f32>),
+    Base64(String),
+}
+
+impl EmbeddingValue {
+    fn into_vec(self) -> Result<Vec<f32>, String> {
+        match self {
+            EmbeddingValue::Floats(v) => Ok(v),
+            EmbeddingValue::Base64(s) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .map_err(|e| format!("bad base64: {e}"))?;
+                if bytes.len() % 4 != 0 {
+                    return Err("base64 length is not a multiple of 4 bytes".to_owned());
+                }
+                Ok(bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "2")])),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "1"), ("retry-after-ms", "250")])),
+            Some(Duration::from_millis(250))
+        );
+        let later = SystemTime::now() + Duration::from_secs(90);
+        let date = httpdate::fmt_http_date(later);
+        let wait = retry_after(&headers(&[("retry-after", &date)])).unwrap();
+        assert!(
+            wait > Duration::from_secs(85) && wait <= Duration::from_secs(90),
+            "{wait:?}"
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
+        assert_eq!(retry_after(&headers(&[("retry-after", "-1")])), None);
+    }
+
+    #[test]
+    fn classification() {
+        let h = HeaderMap::new();
+        let body = br#"{"error":{"message":"bad input","type":"invalid_request_error","param":null,"code":null}}"#;
+        let f = classify(StatusCode::BAD_REQUEST, &h, body, "req_1");
+        assert!(!f.retry);
+        let reason = f.error.to_string();
+        assert!(
+            reason.contains("bad input") && reason.contains("req_1"),
+            "{reason}"
+        );
+        for status in [408, 409, 500, 502, 503] {
+            let f = classify(StatusCode::from_u16(status).unwrap(), &h, b"oops", "r");
+            assert!(f.retry && f.error.is_transient(), "{status}");
+        }
+        let key = br#"{"error":{"message":"Incorrect API key provided: sk-abc***wxyz. You can find your API key at x.","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+        let reason = classify(StatusCode::UNAUTHORIZED, &h, key, "r")
+            .error
+            .to_string();
+        assert!(
+            !reason.contains("wxyz") && reason.contains("[redacted]"),
+            "{reason}"
+        );
+        let quota = br#"{"error":{"message":"quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+        let f = classify(StatusCode::TOO_MANY_REQUESTS, &h, quota, "r");
+        assert!(!f.retry && matches!(f.error, ProviderError::RateLimited { .. }));
+    }
+
+    #[test]
+    fn token_estimate_and_truncation() {
+        assert_eq!(estimate_tokens("abcd"), 2);
+        assert_eq!(estimate_tokens("héllo"), 2 + 2);
+        let long = "é".repeat(10_000);
+        let cut = truncate_to_tokens(&long, 100);
+        assert_eq!(estimate_tokens(cut), 100);
+        assert_eq!(truncate_to_tokens("short", 100), "short");
+    }
+
+    #[test]
+    fn batches_respect_both_limits() {
+        let client = OpenAiClient::new(OpenAiConfig::new("k"));
+        let e = OpenAiEmbedder::new(client).with_batch_limits(BatchLimits {
+            max_inputs: 3,
+            max_tokens: 10,
+        });
+        assert_eq!(e.batches(&[1, 1, 1, 1]), vec![(0, 3), (3, 4)]);
+        assert_eq!(
+            e.batches(&[6, 6, 4, 20, 1]),
+            vec![(0, 1), (1, 3), (3, 4), (4, 5)]
+        );
+        assert!(e.batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn config_from_env() {
+        assert!(
+            OpenAiConfig::from_env(&Env::from_pairs([("X", "1")]))
+                .unwrap()
+                .is_none()
+        );
+        let env = Env::from_pairs([
+            ("OPENAI_API_KEY", "sk-secret"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/"),
+            ("OPENAI_TIMEOUT", "500ms"),
+        ]);
+        let cfg = OpenAiConfig::from_env(&env).unwrap().unwrap();
+        assert_eq!(cfg.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(cfg.timeout, Duration::from_millis(500));
+        assert_eq!(cfg.max_retries, 3);
+        assert!(!format!("{cfg:?}").contains("sk-secret"));
+        let bad = Env::from_pairs([("OPENAI_API_KEY", "k"), ("OPENAI_BASE_URL", "ftp://x")]);
+        let err = OpenAiConfig::from_env(&bad).unwrap_err().to_string();
+        assert!(err.contains("OPENAI_BASE_URL"), "{err}");
+        let bad = Env::from_pairs([("OPENAI_API_KEY", "sk secret")]);
+        let err = OpenAiConfig::from_env(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("OPENAI_API_KEY") && !err.contains("sk secret"),
+            "{err}"
+        );
+    }
+}
