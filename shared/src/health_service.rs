@@ -22,7 +22,7 @@ pub async fn main(service: &'static str) -> std::process::ExitCode {
     match run(service).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = ?e, "{service} failed");
+            tracing::error!(error = %format_args!("{e:#}"), "{service} failed");
             eprintln!("{service}: {e:#}");
             std::process::ExitCode::from(2)
         }

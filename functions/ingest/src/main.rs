@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = ?e, "ingest failed");
+            tracing::error!(error = %format_args!("{e:#}"), "ingest failed");
             eprintln!("ingest: {e:#}");
             let config_error = e.downcast_ref::<shared::config::ConfigError>().is_some();
             ExitCode::from(if config_error { 2 } else { 1 })
