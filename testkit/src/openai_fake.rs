@@ -14,6 +14,7 @@
 //! Faults are injected per endpoint or for any endpoint with [`OpenAiFake::fail_next`], and
 //! every request is counted, so tests can assert how often a client retried.
 
+use shared::moderation::CATEGORIES;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,22 +61,6 @@ pub const DEFAULT_MODERATION_RULES: &[(&str, &str, f64)] = &[
     ("suicide", "self-harm", 0.6),
     ("cocaine", "illicit", 0.7),
     ("bomb", "illicit/violent", 0.8),
-];
-
-const CATEGORIES: [&str; 13] = [
-    "harassment",
-    "harassment/threatening",
-    "hate",
-    "hate/threatening",
-    "illicit",
-    "illicit/violent",
-    "self-harm",
-    "self-harm/intent",
-    "self-harm/instructions",
-    "sexual",
-    "sexual/minors",
-    "violence",
-    "violence/graphic",
 ];
 
 /// The real API's limits.

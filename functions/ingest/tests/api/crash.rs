@@ -138,15 +138,5 @@ async fn kill_9_mid_burst_loses_nothing_accepted() {
     .await
     .unwrap();
     assert_eq!(orphans, 0);
-    wait_until("outbox drained", Duration::from_secs(30), || {
-        let db = db.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
-                .fetch_one(&db)
-                .await
-                .is_ok_and(|n| n == 0)
-        }
-    })
-    .await
-    .unwrap();
+    wait_outbox_empty(&db).await;
 }

@@ -215,3 +215,15 @@ pub async fn wait_healthy(client: &reqwest::Client, base: &str) {
     .await
     .expect("ingest became healthy");
 }
+
+/// Waits until the outbox is empty: every committed message has been published.
+pub async fn wait_outbox_empty(db: &PgPool) {
+    wait_until("outbox drained", Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+            .fetch_one(db)
+            .await
+            .is_ok_and(|n| n == 0)
+    })
+    .await
+    .unwrap();
+}

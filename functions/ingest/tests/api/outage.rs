@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use testkit::{PubsubEmulator, wait_until};
+use testkit::PubsubEmulator;
 
 use crate::helpers::*;
 
@@ -51,11 +51,7 @@ async fn frozen_pubsub_then_recovery_drains_the_backlog() {
 
     app.expect_messages(&expected, Duration::from_secs(60))
         .await;
-    wait_until("outbox drained", Duration::from_secs(30), || async {
-        outbox_len(&app).await == 0
-    })
-    .await
-    .unwrap();
+    wait_outbox_empty(&app.db).await;
     app.stop().await;
 }
 
@@ -121,17 +117,7 @@ async fn killed_pubsub_then_restart_drains_the_backlog() {
     let (_bus, _topic, mut subscription) = bus_for(&env).await;
     ingest.thaw();
     receive_until(&mut subscription, &during, Duration::from_secs(60)).await;
-    wait_until("outbox drained", Duration::from_secs(30), || {
-        let db = db.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
-                .fetch_one(&db)
-                .await
-                .is_ok_and(|n| n == 0)
-        }
-    })
-    .await
-    .unwrap();
+    wait_outbox_empty(&db).await;
 }
 
 /// With no relay loop in the service (`OUTBOX_RELAY=off`, as on request-billed Cloud Run),
