@@ -206,8 +206,8 @@ pg_ticks() {
 
 # Busy ticks of the whole machine (all cores).
 machine_busy_ticks() {
-    local _cpu user nice system idle iowait irq softirq steal _rest
-    read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+    local _cpu user nice system _idle _iowait irq softirq steal _rest
+    read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
     echo $((user + nice + system + irq + softirq + steal))
 }
 
