@@ -8,7 +8,6 @@ use shared::auth::JwtVerifier;
 use shared::submission::UserId;
 
 use crate::error::Error;
-use crate::rate_limit::Bucket;
 use crate::state::AppState;
 
 /// The client address: the socket peer, or with `FORWARDED_HOPS = n` the n-th address
@@ -44,7 +43,7 @@ pub enum Authenticator {
     Anonymous,
 }
 
-/// The authenticated caller. Extracting it also applies the per-user rate limit.
+/// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub user: UserId,
@@ -86,10 +85,6 @@ impl FromRequestParts<AppState> for Identity {
                 }
             }
         };
-        state
-            .limits
-            .check(Bucket::User, identity.user.as_str())
-            .map_err(Error::RateLimited)?;
         Ok(identity)
     }
 }

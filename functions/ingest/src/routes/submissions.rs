@@ -22,6 +22,7 @@ use sqlx::Row;
 use crate::config::Limits;
 use crate::error::Error;
 use crate::identity::Identity;
+use crate::rate_limit::Bucket;
 use crate::state::AppState;
 
 /// A validated submission body.
@@ -68,6 +69,11 @@ pub async fn create(
     identity: Identity,
     req: Request,
 ) -> Result<Response, Error> {
+    // Per user, only creating submissions counts: polling a submission's status does not.
+    state
+        .limits
+        .check(Bucket::User, identity.user.as_str())
+        .map_err(Error::RateLimited)?;
     let key = idempotency_key(req.headers())?;
     let payload = read_payload(req, &state.config.limits).await?;
     let fingerprint = payload.fingerprint();

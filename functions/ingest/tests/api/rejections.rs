@@ -136,5 +136,16 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert_problem(as_user("alice").await.unwrap(), 429).await;
     // The limit is per user: bob is unaffected.
     accepted_id(as_user("bob").await.unwrap()).await;
+    // Reading a submission's status does not use up the quota.
+    for _ in 0..5 {
+        let res = app
+            .client
+            .get(app.url(&format!("/v1/submissions/{}", uuid::Uuid::new_v4())))
+            .header("x-anonymous-id", "bob")
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 404).await;
+    }
     app.stop().await;
 }
