@@ -141,10 +141,7 @@ async fn bad_audio_is_refused_with_the_right_status() {
         .await
         .unwrap();
     assert_problem(res, 400).await;
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM submission")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let count = submission_count(&app.db).await;
     assert_eq!(count, 0);
     app.stop().await;
 }

@@ -151,10 +151,7 @@ async fn tokens_are_verified() {
     unverified["email_verified"] = false.into();
     assert_problem(post(bearer(issuer.token(unverified))).await.unwrap(), 403).await;
 
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM submission")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let count = submission_count(&app.db).await;
     assert_eq!(count, 1);
     app.stop().await;
 }

@@ -126,10 +126,7 @@ async fn kill_9_mid_burst_loses_nothing_accepted() {
             assert_eq!(*first, id, "a retry must return the first result");
         }
     }
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM submission")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let rows = submission_count(&db).await;
     assert_eq!(rows, REQUESTS as i64);
     let orphans: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM submission WHERE status <> 'ingested' OR ingested_at IS NULL",

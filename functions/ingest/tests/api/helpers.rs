@@ -227,3 +227,11 @@ pub async fn wait_outbox_empty(db: &PgPool) {
     .await
     .unwrap();
 }
+
+/// How many submissions the database holds.
+pub async fn submission_count(db: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM submission")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}

@@ -17,10 +17,7 @@ async fn post_keyed(app: &TestApp, key: &str, who: &str, text: &str) -> reqwest:
 }
 
 async fn rows(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM submission")
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
+    submission_count(&app.db).await
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use testkit::{PubsubEmulator, free_port, spawn_logged, wait_until};
+use testkit::{PubsubEmulator, free_port, wait_until};
 
 use crate::helpers::*;
 
@@ -40,20 +40,10 @@ async fn sigterm_drains_in_flight_requests() {
     let port = free_port();
     env.insert("PORT".into(), port.to_string());
     let log = std::env::temp_dir().join(format!("ingest-sigterm-{port}.log"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest"));
-    cmd.envs(&env);
-    let ingest = spawn_logged(cmd, &log).unwrap();
+    let ingest = start_ingest(&env, &log);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    wait_until("ingest healthy", Duration::from_secs(30), || async {
-        client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await
-    .unwrap();
+    wait_healthy(&client, &base).await;
 
     // A slow client: the body arrives in two parts, the second only after SIGTERM.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);

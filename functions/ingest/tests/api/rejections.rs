@@ -56,10 +56,7 @@ async fn malformed_and_invalid_bodies() {
         .unwrap();
     assert_problem(res, 400).await;
 
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM submission")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let count = submission_count(&app.db).await;
     assert_eq!(count, 0, "no rejected request may leave a row");
     app.stop().await;
 }
