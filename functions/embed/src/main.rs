@@ -1,6 +1,33 @@
-//! Radio24 embed. Until its pipeline work lands it serves health endpoints only.
+//! Radio24 embed: the Pub/Sub push handler for `submission-ingested`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use shared::config::Env;
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    shared::health_service::main("embed").await
+async fn main() -> ExitCode {
+    shared::telemetry::init("info");
+    let run = async {
+        let config = embed::config::Config::from_env(&Env::from_process())?;
+        let (listener, router, _state) = embed::build(config).await?;
+        tracing::info!("embed listening");
+        shared::http::serve(
+            listener,
+            router,
+            shared::http::shutdown_signal(),
+            Duration::from_secs(8),
+        )
+        .await?;
+        anyhow::Ok(())
+    };
+    match run.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format_args!("{e:#}"), "embed failed");
+            eprintln!("embed: {e:#}");
+            let config_error = e.downcast_ref::<shared::config::ConfigError>().is_some();
+            ExitCode::from(if config_error { 2 } else { 1 })
+        }
+    }
 }
