@@ -2,7 +2,7 @@
 //! host-streamer run until their own work lands. It already has the production shape:
 //! validated config, telemetry, `/healthz`, `/readyz` (database), graceful shutdown.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,14 +19,7 @@ use crate::problem::Problem;
 /// Runs until SIGTERM. Exit code 2 on a configuration error naming the variable.
 pub async fn main(service: &'static str) -> std::process::ExitCode {
     crate::telemetry::init("info");
-    match run(service).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format_args!("{e:#}"), "{service} failed");
-            eprintln!("{service}: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    crate::process::exit_code(service, run(service).await)
 }
 
 async fn run(service: &'static str) -> anyhow::Result<()> {
@@ -41,9 +34,7 @@ async fn run(service: &'static str) -> anyhow::Result<()> {
         .route("/healthz", get(crate::http::healthz))
         .route("/readyz", get(readyz))
         .with_state(pool);
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(host, port))
-        .await
-        .with_context(|| format!("cannot listen on {host}:{port} (HOST, PORT)"))?;
+    let listener = crate::process::bind(host, port).await?;
     tracing::info!(service, port, "listening (health endpoints only)");
     crate::http::serve(
         listener,

@@ -15,6 +15,7 @@ pub mod moderation;
 pub mod openai;
 pub mod outbox;
 pub mod problem;
+pub mod process;
 pub mod provider;
 pub mod push;
 pub mod retry;

@@ -140,6 +140,14 @@ impl Outbox {
         Ok(())
     }
 
+    /// Publishes a committed message now, or leaves it to the relay if Pub/Sub is not
+    /// answering: what a request does right after its commit.
+    pub async fn publish_or_leave(&self, msg: &PendingMessage) {
+        if let Err(e) = self.publish(msg).await {
+            tracing::warn!(error = %e, topic = %msg.topic, "publish failed; left to the outbox relay");
+        }
+    }
+
     /// One sweep: claims due rows, publishes them concurrently, deletes the published ones
     /// and reschedules the failures with backoff.
     pub async fn relay_once(&self) -> Result<SweepReport, sqlx::Error> {

@@ -158,9 +158,7 @@ async fn commit(
         )
         .await?;
     tx.commit().await?;
-    if let Err(e) = state.outbox.publish(&pending).await {
-        tracing::warn!(error = %e, submission_id = %id, "publish failed; left to the outbox relay");
-    }
+    state.outbox.publish_or_leave(&pending).await;
     Ok(PushOutcome::Done)
 }
 

@@ -5,7 +5,6 @@ pub mod duplicates;
 pub mod handler;
 pub mod state;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -39,15 +38,8 @@ pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, R
         ))),
     };
     let outbox = Outbox::new(pool.clone(), bus, config.outbox.clone());
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(config.host, config.port))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}:{} (HOST, PORT)",
-                config.host, config.port
-            )
-        })?;
-    let state = AppState::new(Inner {
+    let listener = shared::process::bind(config.host, config.port).await?;
+    let state: AppState = Arc::new(Inner {
         config,
         pool,
         outbox,

@@ -21,13 +21,5 @@ async fn main() -> ExitCode {
         .await?;
         anyhow::Ok(())
     };
-    match run.await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format_args!("{e:#}"), "embed failed");
-            eprintln!("embed: {e:#}");
-            let config_error = e.downcast_ref::<shared::config::ConfigError>().is_some();
-            ExitCode::from(if config_error { 2 } else { 1 })
-        }
-    }
+    shared::process::exit_code("embed", run.await)
 }

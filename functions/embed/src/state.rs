@@ -1,6 +1,5 @@
 //! What the handler shares.
 
-use std::ops::Deref;
 use std::sync::Arc;
 
 use shared::embedding::Embedder;
@@ -10,8 +9,8 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
+/// Handlers share the state through an `Arc`.
+pub type AppState = Arc<Inner>;
 
 pub struct Inner {
     pub config: Config,
@@ -20,20 +19,7 @@ pub struct Inner {
     pub embedder: Arc<dyn Embedder>,
 }
 
-impl AppState {
-    pub fn new(inner: Inner) -> Self {
-        AppState(Arc::new(inner))
-    }
-}
-
-impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl HasPushAuth for AppState {
+impl HasPushAuth for Inner {
     fn push_auth(&self) -> &PushAuth {
         &self.config.push_auth
     }

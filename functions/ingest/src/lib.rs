@@ -13,8 +13,9 @@ pub mod routes;
 pub mod state;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use shared::auth::JwtVerifier;
@@ -67,15 +68,8 @@ impl Application {
         }
         let outbox = Outbox::new(pool.clone(), bus.clone(), config.outbox.clone());
         let limits = Limits::new(config.rate_per_ip, config.rate_per_user);
-        let listener = TcpListener::bind(SocketAddr::new(config.host, config.port))
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {}:{} (HOST, PORT)",
-                    config.host, config.port
-                )
-            })?;
-        let state = AppState::new(Inner {
+        let listener = shared::process::bind(config.host, config.port).await?;
+        let state: AppState = Arc::new(Inner {
             config,
             pool,
             bus,

@@ -17,15 +17,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format_args!("{e:#}"), "ingest failed");
-            eprintln!("ingest: {e:#}");
-            let config_error = e.downcast_ref::<shared::config::ConfigError>().is_some();
-            ExitCode::from(if config_error { 2 } else { 1 })
-        }
-    }
+    shared::process::exit_code("ingest", result)
 }
 
 async fn serve(env: &Env) -> anyhow::Result<()> {

@@ -1,6 +1,5 @@
 //! What every request handler shares.
 
-use std::ops::Deref;
 use std::sync::Arc;
 
 use shared::bus::Bus;
@@ -12,8 +11,8 @@ use crate::config::Config;
 use crate::identity::Authenticator;
 use crate::rate_limit::Limits;
 
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
+/// Handlers share the state through an `Arc`.
+pub type AppState = Arc<Inner>;
 
 pub struct Inner {
     pub config: Config,
@@ -23,17 +22,4 @@ pub struct Inner {
     pub store: Arc<dyn ObjectStore>,
     pub auth: Authenticator,
     pub limits: Limits,
-}
-
-impl AppState {
-    pub fn new(inner: Inner) -> Self {
-        AppState(Arc::new(inner))
-    }
-}
-
-impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
 }

@@ -166,9 +166,7 @@ pub async fn create(
 
     // Durable from here on. Publishing now keeps latency low; if it fails the relay
     // publishes the outbox row later, so the answer is 202 either way.
-    if let Err(e) = state.outbox.publish(&pending).await {
-        tracing::warn!(error = %e, submission_id = %id, "publish failed; left to the outbox relay");
-    }
+    state.outbox.publish_or_leave(&pending).await;
     tracing::info!(submission_id = %id, kind = kind.as_str(), user = %identity.user, "submission ingested");
 
     let view = SubmissionView {
