@@ -1,4 +1,5 @@
-//! What every service binary does around its work: bind its port, and turn the outcome into
+//! What every service binary does around its work: connect to its backends, bind its port,
+//! and turn the outcome into
 //! an exit code an operator can read (2 = bad configuration, naming the variable; 1 = any
 //! other failure), logged as one line.
 
@@ -8,7 +9,35 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use sqlx::PgPool;
+
+use crate::bus::{Bus, BusConfig};
 use crate::config::ConfigError;
+use crate::db::DbConfig;
+
+/// Opens the database (migrating when configured) and the bus. On the emulator, which
+/// starts empty, it also creates the topics the service publishes to; in production they
+/// are Terraform's and a service account may not create topics.
+pub async fn connect(
+    db: &DbConfig,
+    bus: &BusConfig,
+    publishes_to: &[&str],
+) -> anyhow::Result<(PgPool, Bus)> {
+    let pool = crate::db::connect(db)
+        .await
+        .context("cannot prepare the database (DATABASE_URL)")?;
+    let bus = Bus::connect(bus)
+        .await
+        .context("cannot set up Pub/Sub clients")?;
+    if bus.config().emulator_host.is_some() {
+        for topic in publishes_to {
+            bus.ensure_topic(topic)
+                .await
+                .with_context(|| format!("cannot create topic {topic} on the Pub/Sub emulator"))?;
+        }
+    }
+    Ok((pool, bus))
+}
 
 /// Binds `host:port`, naming the variables in the error.
 pub async fn bind(host: IpAddr, port: u16) -> anyhow::Result<TcpListener> {

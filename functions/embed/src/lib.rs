@@ -10,7 +10,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::routing::{get, post};
-use shared::bus::Bus;
 use shared::embedding::{Embedder, LocalMiniLm};
 use shared::openai::{OpenAiClient, OpenAiEmbedder};
 use shared::outbox::Outbox;
@@ -19,15 +18,8 @@ use crate::config::{Config, EmbeddingProvider};
 use crate::state::{AppState, Inner};
 
 pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, Router, AppState)> {
-    let pool = shared::db::connect(&config.db)
-        .await
-        .context("cannot prepare the database (DATABASE_URL)")?;
-    let bus = Bus::connect(&config.bus)
-        .await
-        .context("cannot set up Pub/Sub clients")?;
-    if config.bus.emulator_host.is_some() {
-        bus.ensure_topic(&config.topic_embedded).await?;
-    }
+    let (pool, bus) =
+        shared::process::connect(&config.db, &config.bus, &[&config.topic_embedded]).await?;
     let embedder: Arc<dyn Embedder> = match config.provider {
         EmbeddingProvider::Local => Arc::new(
             LocalMiniLm::load(&LocalMiniLm::default_dir())

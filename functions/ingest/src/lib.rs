@@ -38,19 +38,8 @@ pub struct Application {
 impl Application {
     /// Connects to everything, runs migrations (unless disabled) and binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = shared::db::connect(&config.db)
-            .await
-            .context("cannot prepare the database (DATABASE_URL)")?;
-        let bus = Bus::connect(&config.bus)
-            .await
-            .context("cannot set up Pub/Sub clients")?;
-        if config.bus.emulator_host.is_some() {
-            // Local runs and tests: the emulator starts empty. In production the topic is
-            // Terraform's and the service account may not create topics.
-            bus.ensure_topic(&config.topic_ingested)
-                .await
-                .context("cannot create the ingest topic on the Pub/Sub emulator")?;
-        }
+        let (pool, bus) =
+            shared::process::connect(&config.db, &config.bus, &[&config.topic_ingested]).await?;
         let store = shared::store::open(&config.store_url, config.gcs_endpoint.as_deref())
             .await
             .context("cannot open the uploads store (UPLOADS_URL)")?;
