@@ -98,10 +98,6 @@ impl Outbox {
         }
     }
 
-    pub fn config(&self) -> &RelayConfig {
-        &self.config
-    }
-
     /// Writes a message inside the caller's transaction. It becomes due for the relay
     /// after the configured grace; until then only the writer publishes it.
     pub async fn enqueue(

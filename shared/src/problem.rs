@@ -23,8 +23,6 @@ pub struct Problem {
     /// Seconds to wait before retrying (429, 503); also sent as `Retry-After`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
-    #[serde(skip)]
-    pub allow: Option<&'static str>,
 }
 
 impl Problem {
@@ -35,7 +33,6 @@ impl Problem {
             status: status.as_u16(),
             detail: None,
             retry_after: None,
-            allow: None,
         }
     }
 
@@ -52,16 +49,6 @@ impl Problem {
 
     pub fn not_found() -> Self {
         Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource")
-    }
-
-    pub fn method_not_allowed(allow: &'static str) -> Self {
-        let mut p = Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            "Method not allowed",
-        );
-        p.allow = Some(allow);
-        p
     }
 
     pub fn internal() -> Self {
@@ -95,9 +82,6 @@ impl IntoResponse for Problem {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        if let Some(allow) = self.allow {
-            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         res
     }

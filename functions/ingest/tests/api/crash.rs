@@ -21,35 +21,33 @@ async fn kill_9_mid_burst_loses_nothing_accepted() {
     let port = free_port();
     env.insert("PORT".into(), port.to_string());
     let (_bus, _topic, mut subscription) = bus_for(&env).await;
-    let base = format!("http://127.0.0.1:{port}");
     let log = std::env::temp_dir().join(format!("ingest-crash-{port}.log"));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let caller = Caller {
+        base: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    };
 
     let ingest = start_ingest(&env, &log);
-    wait_healthy(&client, &base).await;
+    caller.wait_healthy().await;
 
     // The burst: every request has its own Idempotency-Key so it can be retried safely.
     let accepted: Arc<Mutex<HashMap<String, uuid::Uuid>>> = Arc::default();
-    let (killed_tx, killed_rx) = tokio::sync::watch::channel(false);
     let burst = {
         let accepted = accepted.clone();
-        let client = client.clone();
-        let base = base.clone();
+        let caller = caller.clone();
         tokio::spawn(async move {
             futures::stream::iter(0..REQUESTS)
                 .map(|i| {
-                    let client = client.clone();
-                    let base = base.clone();
+                    let caller = caller.clone();
                     let accepted = accepted.clone();
                     async move {
                         let key = format!("crash-{i}");
-                        let res = client
-                            .post(format!("{base}/v1/submissions"))
+                        let res = caller
+                            .submit(&format!("message {i}"))
                             .header("idempotency-key", &key)
-                            .json(&serde_json::json!({ "text": format!("message {i}") }))
                             .send()
                             .await;
                         if let Ok(res) = res
@@ -77,8 +75,6 @@ async fn kill_9_mid_burst_loses_nothing_accepted() {
     .await
     .unwrap();
     ingest.kill(); // SIGKILL to the process group: no shutdown hooks run.
-    let _ = killed_tx.send(true);
-    drop(killed_rx);
     burst.await.unwrap();
     let first_run = accepted.lock().unwrap().clone();
     assert!(
@@ -92,7 +88,7 @@ async fn kill_9_mid_burst_loses_nothing_accepted() {
 
     // Restart. The relay publishes whatever the crash left in the outbox.
     let _ingest = start_ingest(&env, &log);
-    wait_healthy(&client, &base).await;
+    caller.wait_healthy().await;
     let db = sqlx::PgPool::connect(&env["DATABASE_URL"]).await.unwrap();
 
     // Every row in the database, including rows whose 202 was lost in the crash, is whole:
@@ -114,10 +110,9 @@ async fn kill_9_mid_burst_loses_nothing_accepted() {
     // Clients retry what failed with the same key: one submission per key, no more.
     for i in 0..REQUESTS {
         let key = format!("crash-{i}");
-        let res = client
-            .post(format!("{base}/v1/submissions"))
+        let res = caller
+            .submit(&format!("message {i}"))
             .header("idempotency-key", &key)
-            .json(&serde_json::json!({ "text": format!("message {i}") }))
             .send()
             .await
             .unwrap();

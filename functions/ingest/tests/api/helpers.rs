@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
+
+use futures::StreamExt;
 use std::time::Duration;
 
 use shared::bus::{Bus, BusConfig, Subscription};
@@ -11,9 +13,69 @@ use sqlx::PgPool;
 use testkit::{ChildGuard, Postgres, PubsubEmulator, spawn_logged, wait_until};
 use tokio::sync::oneshot;
 
-pub struct TestApp {
+/// An HTTP client aimed at one running ingest.
+#[derive(Clone)]
+pub struct Caller {
     pub base: String,
     pub client: reqwest::Client,
+}
+
+impl Caller {
+    pub fn new(base: String) -> Self {
+        Caller {
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A text submission, ready for extra headers (Idempotency-Key, X-Anonymous-Id).
+    pub fn submit(&self, text: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url("/v1/submissions"))
+            .json(&serde_json::json!({ "text": text }))
+    }
+
+    pub async fn post_text(&self, text: &str) -> reqwest::Response {
+        self.submit(text).send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Waits until `/healthz` answers 200.
+    pub async fn wait_healthy(&self) {
+        wait_until("ingest /healthz", Duration::from_secs(30), || async {
+            self.client
+                .get(self.url("/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await
+        .expect("ingest became healthy");
+    }
+
+    /// `n` text submissions, 8 at a time; every one must be accepted.
+    pub async fn burst(&self, tag: &str, n: usize) -> HashSet<uuid::Uuid> {
+        futures::stream::iter(0..n)
+            .map(|i| async move { accepted_id(self.post_text(&format!("{tag} {i}")).await).await })
+            .buffer_unordered(8)
+            .collect()
+            .await
+    }
+}
+
+pub struct TestApp {
+    pub api: Caller,
     pub db: PgPool,
     pub subscription: Subscription,
     pub env: BTreeMap<String, String>,
@@ -80,8 +142,7 @@ pub async fn spawn_env(env: BTreeMap<String, String>) -> TestApp {
     }));
     let db = PgPool::connect(&env["DATABASE_URL"]).await.expect("db");
     TestApp {
-        base: format!("http://127.0.0.1:{port}"),
-        client: reqwest::Client::new(),
+        api: Caller::new(format!("http://127.0.0.1:{port}")),
         db,
         subscription,
         env,
@@ -107,20 +168,14 @@ pub async fn bus_for(env: &BTreeMap<String, String>) -> (Bus, String, Subscripti
     (bus, topic, subscription)
 }
 
+impl std::ops::Deref for TestApp {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.api
+    }
+}
+
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub async fn post_text(&self, text: &str) -> reqwest::Response {
-        self.client
-            .post(self.url("/v1/submissions"))
-            .json(&serde_json::json!({ "text": text }))
-            .send()
-            .await
-            .expect("request")
-    }
-
     /// Receives messages until every id in `expected` has been seen (duplicates are
     /// allowed and counted), or fails at the deadline.
     pub async fn expect_messages(
@@ -204,25 +259,18 @@ pub fn start_ingest(env: &BTreeMap<String, String>, log: &std::path::Path) -> Ch
     spawn_logged(cmd, log).expect("start ingest")
 }
 
-pub async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    wait_until("ingest /healthz", Duration::from_secs(30), || async {
-        client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await
-    .expect("ingest became healthy");
+/// Messages committed but not yet known to be published.
+pub async fn outbox_len(db: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(db)
+        .await
+        .unwrap()
 }
 
 /// Waits until the outbox is empty: every committed message has been published.
 pub async fn wait_outbox_empty(db: &PgPool) {
     wait_until("outbox drained", Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
-            .fetch_one(db)
-            .await
-            .is_ok_and(|n| n == 0)
+        outbox_len(db).await == 0
     })
     .await
     .unwrap();

@@ -6,11 +6,9 @@ use std::time::Duration;
 use crate::helpers::*;
 
 async fn post_keyed(app: &TestApp, key: &str, who: &str, text: &str) -> reqwest::Response {
-    app.client
-        .post(app.url("/v1/submissions"))
+    app.submit(text)
         .header("idempotency-key", key)
         .header("x-anonymous-id", who)
-        .json(&serde_json::json!({ "text": text }))
         .send()
         .await
         .unwrap()

@@ -41,19 +41,18 @@ async fn sigterm_drains_in_flight_requests() {
     env.insert("PORT".into(), port.to_string());
     let log = std::env::temp_dir().join(format!("ingest-sigterm-{port}.log"));
     let ingest = start_ingest(&env, &log);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    wait_healthy(&client, &base).await;
+    let caller = Caller::new(format!("http://127.0.0.1:{port}"));
+    caller.wait_healthy().await;
 
     // A slow client: the body arrives in two parts, the second only after SIGTERM.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
     let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
     let request = tokio::spawn({
-        let client = client.clone();
-        let base = base.clone();
+        let caller = caller.clone();
         async move {
-            client
-                .post(format!("{base}/v1/submissions"))
+            caller
+                .client
+                .post(caller.url("/v1/submissions"))
                 .header("content-type", "application/json")
                 .header("content-length", "22")
                 .body(body)

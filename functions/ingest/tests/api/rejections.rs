@@ -64,20 +64,12 @@ async fn malformed_and_invalid_bodies() {
 #[tokio::test]
 async fn unknown_paths_ids_and_methods() {
     let app = spawn_app().await;
-    assert_problem(app.client.get(app.url("/nope")).send().await.unwrap(), 404).await;
+    assert_problem(app.get("/nope").await, 404).await;
     let res = app
-        .client
-        .get(app.url(&format!("/v1/submissions/{}", uuid::Uuid::new_v4())))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/v1/submissions/{}", uuid::Uuid::new_v4()))
+        .await;
     assert_problem(res, 404).await;
-    let res = app
-        .client
-        .get(app.url("/v1/submissions/not-a-uuid"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/v1/submissions/not-a-uuid").await;
     assert_problem(res, 404).await;
     let res = app
         .client
@@ -87,12 +79,7 @@ async fn unknown_paths_ids_and_methods() {
         .unwrap();
     assert!(res.headers()["allow"].to_str().unwrap().contains("POST"));
     assert_problem(res, 405).await;
-    let res = app
-        .client
-        .get(app.url("/v1/listen-token"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/v1/listen-token").await;
     assert_problem(res, 405).await;
     app.stop().await;
 }

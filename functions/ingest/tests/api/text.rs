@@ -41,15 +41,7 @@ async fn text_submission_is_stored_and_announced() {
     // The request's trace follows the submission into the pipeline.
     assert!(events[0].traceparent.as_ref().unwrap().contains(&trace_id));
 
-    let status: serde_json::Value = app
-        .client
-        .get(app.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = app.get(&location).await.json().await.unwrap();
     assert_eq!(status["status"], "ingested");
     assert_eq!(status["id"], id.to_string());
 
@@ -95,9 +87,9 @@ async fn incoming_trace_context_is_kept() {
 #[tokio::test]
 async fn health_and_readiness() {
     let app = spawn_app().await;
-    let res = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let res = app.get("/healthz").await;
     assert_eq!(res.status(), 200);
-    let res = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let res = app.get("/readyz").await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["database"], "ok");
