@@ -78,7 +78,9 @@ pub async fn create(
     let payload = read_payload(req, &state.config.limits).await?;
     let fingerprint = payload.fingerprint();
 
-    if let Some(key) = &key
+    // A keyed retry of an audio upload is answered before the audio is stored again. Text
+    // needs no look-up first: the insert's ON CONFLICT finds the earlier submission.
+    if let (Some(key), Payload::Audio { .. }) = (&key, &payload)
         && let Some(existing) = find_by_key(&state, &identity, key).await?
     {
         return replay(existing, &fingerprint);
