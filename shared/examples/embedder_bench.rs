@@ -104,14 +104,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// `VmRSS` and `VmHWM` from /proc/self/status (Linux only; "n/a" elsewhere).
-fn memory() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map_or_else(|| "n/a".to_owned(), |v| v.trim().to_owned())
-    };
-    format!("VmRSS {}, VmHWM {}", field("VmRSS:"), field("VmHWM:"))
+fn memory() -> testkit::memory::Memory {
+    testkit::memory::Memory::of_self()
 }

@@ -25,7 +25,7 @@ use google_cloud_pubsub::client::{
     BasePublisher, Publisher, Subscriber, SubscriptionAdmin, TopicAdmin,
 };
 use google_cloud_pubsub::error::PublishError;
-use google_cloud_pubsub::model::Message;
+use google_cloud_pubsub::model::{DeadLetterPolicy, Message, PushConfig, RetryPolicy};
 use google_cloud_pubsub::retry_policy::RetryableErrors;
 use google_cloud_pubsub::subscriber::MessageStream;
 use google_cloud_pubsub::subscriber::handler::Handler;
@@ -357,6 +357,52 @@ impl Subscription {
     }
 }
 
+/// How [`Bus::ensure_subscription`] creates a subscription.
+#[derive(Debug, Clone)]
+pub struct SubscriptionSpec {
+    pub ack_deadline: Duration,
+    /// `Some` makes it a push subscription POSTing to this URL.
+    pub push_endpoint: Option<String>,
+    pub dead_letter: Option<DeadLetterSpec>,
+}
+
+/// Where messages go after `max_delivery_attempts` failed deliveries, and the retry backoff
+/// until then.
+#[derive(Debug, Clone)]
+pub struct DeadLetterSpec {
+    pub topic: String,
+    /// Pub/Sub accepts 5..=100.
+    pub max_delivery_attempts: i32,
+    pub minimum_backoff: Duration,
+    pub maximum_backoff: Duration,
+}
+
+impl SubscriptionSpec {
+    pub fn pull(ack_deadline: Duration) -> Self {
+        SubscriptionSpec {
+            ack_deadline,
+            push_endpoint: None,
+            dead_letter: None,
+        }
+    }
+
+    pub fn push(endpoint: impl Into<String>, ack_deadline: Duration) -> Self {
+        SubscriptionSpec {
+            push_endpoint: Some(endpoint.into()),
+            ..SubscriptionSpec::pull(ack_deadline)
+        }
+    }
+
+    pub fn with_dead_letter(mut self, dead_letter: DeadLetterSpec) -> Self {
+        self.dead_letter = Some(dead_letter);
+        self
+    }
+}
+
+fn wkt_duration(d: Duration) -> google_cloud_wkt::Duration {
+    google_cloud_wkt::Duration::clamp(d.as_secs() as i64, d.subsec_nanos() as i32)
+}
+
 /// Handle to Pub/Sub. Cheap to clone; clones share clients and the per-topic publishers.
 #[derive(Clone)]
 pub struct Bus {
@@ -607,6 +653,19 @@ impl Bus {
         subscription: &str,
         ack_deadline: Duration,
     ) -> Result<(), BusError> {
+        self.ensure_subscription(topic, subscription, &SubscriptionSpec::pull(ack_deadline))
+            .await
+    }
+
+    /// Creates `subscription` on `topic` as `spec` describes unless it exists; an existing
+    /// subscription must be attached to the same topic (its settings are left alone). For
+    /// local runs and tests: in production Terraform owns subscriptions.
+    pub async fn ensure_subscription(
+        &self,
+        topic: &str,
+        subscription: &str,
+        spec: &SubscriptionSpec,
+    ) -> Result<(), BusError> {
         let topic_path = self.topic_path(topic)?;
         let path = self.subscription_path(subscription)?;
         let timeout = self.inner.cfg.admin_timeout;
@@ -630,16 +689,31 @@ impl Bus {
             Err(e) => return Err(BusError::rpc(format!("get subscription {path}"), e)),
         }
         // Pub/Sub accepts 10..=600 s.
-        let deadline_secs = ack_deadline.as_secs().clamp(10, 600) as i32;
-        let create = self
+        let deadline_secs = spec.ack_deadline.as_secs().clamp(10, 600) as i32;
+        let mut create = self
             .inner
             .subscriptions
             .create_subscription()
             .set_name(&path)
             .set_topic(&topic_path)
-            .set_ack_deadline_seconds(deadline_secs)
-            .with_attempt_timeout(timeout)
-            .send();
+            .set_ack_deadline_seconds(deadline_secs);
+        if let Some(endpoint) = &spec.push_endpoint {
+            create = create.set_push_config(PushConfig::new().set_push_endpoint(endpoint));
+        }
+        if let Some(dead) = &spec.dead_letter {
+            create = create
+                .set_dead_letter_policy(
+                    DeadLetterPolicy::new()
+                        .set_dead_letter_topic(self.topic_path(&dead.topic)?)
+                        .set_max_delivery_attempts(dead.max_delivery_attempts),
+                )
+                .set_retry_policy(
+                    RetryPolicy::new()
+                        .set_minimum_backoff(wkt_duration(dead.minimum_backoff))
+                        .set_maximum_backoff(wkt_duration(dead.maximum_backoff)),
+                );
+        }
+        let create = create.with_attempt_timeout(timeout).send();
         match bounded("create subscription", timeout, create).await? {
             Ok(_) => Ok(()),
             Err(e) if status_code(&e) == Some(Code::AlreadyExists) => Ok(()),

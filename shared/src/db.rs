@@ -62,3 +62,12 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
+
+/// Whether `e` means the database is away or overloaded (not a bug, not the caller's
+/// fault): the answer is 503, or a retry.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+    )
+}

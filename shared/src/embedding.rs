@@ -150,23 +150,7 @@ impl LocalMiniLm {
     /// `$EMBEDDING_MODEL_DIR` if set, else `$RADIO24_CACHE/tools/models/all-MiniLM-L6-v2`
     /// (cache root defaulting to `$HOME/.cache/radio24`), where `dev/install-tools` puts it.
     pub fn default_dir() -> PathBuf {
-        if let Some(dir) = env_nonempty("EMBEDDING_MODEL_DIR") {
-            return PathBuf::from(dir);
-        }
-        let cache = env_nonempty("RADIO24_CACHE").map_or_else(
-            || {
-                std::env::var_os("HOME")
-                    .filter(|h| !h.is_empty())
-                    .map_or_else(std::env::temp_dir, PathBuf::from)
-                    .join(".cache")
-                    .join("radio24")
-            },
-            PathBuf::from,
-        );
-        cache
-            .join("tools")
-            .join("models")
-            .join(EmbeddingModel::ALL_MINILM_L6_V2.name)
+        crate::config::model_dir("EMBEDDING_MODEL_DIR", EmbeddingModel::ALL_MINILM_L6_V2.name)
     }
 
     /// The synchronous core of [`Embedder::embed`], for callers already on a blocking
@@ -281,14 +265,7 @@ fn l2_normalise(v: &mut [f32]) {
 }
 
 fn permanent(reason: String) -> ProviderError {
-    ProviderError::Permanent {
-        provider: PROVIDER,
-        reason,
-    }
-}
-
-fn env_nonempty(name: &str) -> Option<std::ffi::OsString> {
-    std::env::var_os(name).filter(|v| !v.is_empty())
+    ProviderError::permanent(PROVIDER, reason)
 }
 
 #[cfg(test)]

@@ -1,19 +1,24 @@
 //! Radio24's shared library: everything the ingest, embed, moderate and host-streamer
 //! binaries have in common. Each concept lives in one module.
 
+pub mod audio_decode;
 pub mod audio_probe;
 pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod db;
+pub mod dead_letter;
 pub mod embedding;
+pub mod google_id;
 pub mod health_service;
 pub mod http;
 pub mod listen_token;
 pub mod message;
 pub mod moderation;
 pub mod openai;
+pub mod operator;
 pub mod outbox;
+pub mod pipeline;
 pub mod problem;
 pub mod process;
 pub mod provider;
@@ -23,3 +28,4 @@ pub mod store;
 pub mod submission;
 pub mod telemetry;
 pub mod transcription;
+pub mod whisper;

@@ -35,6 +35,20 @@ impl Event {
         }
     }
 
+    /// The variable that overrides [`Event::default_topic`] in every service's configuration.
+    pub fn topic_env_var(self) -> &'static str {
+        match self {
+            Event::Ingested => "TOPIC_SUBMISSION_INGESTED",
+            Event::Embedded => "TOPIC_SUBMISSION_EMBEDDED",
+            Event::Ready => "TOPIC_SUBMISSION_READY",
+        }
+    }
+
+    /// The topic this event goes to: [`Event::topic_env_var`] or [`Event::default_topic`].
+    pub fn topic(self, env: &crate::config::Env) -> Result<String, crate::config::ConfigError> {
+        env.or(self.topic_env_var(), self.default_topic().to_owned())
+    }
+
     /// The default Pub/Sub topic id for this event.
     pub fn default_topic(self) -> &'static str {
         match self {
@@ -83,6 +97,21 @@ impl SubmissionEvent {
             occurred_at: Utc::now(),
             traceparent: trace.map(|t| t.child().traceparent()),
         }
+    }
+
+    /// The event the next stage publishes about the same submission, in the same trace.
+    pub fn follow_up(&self, next: Event) -> Self {
+        let trace = self
+            .traceparent
+            .as_deref()
+            .and_then(TraceContext::from_traceparent);
+        SubmissionEvent::new(
+            next,
+            self.submission_id,
+            &self.channel_id,
+            self.kind,
+            trace.as_ref(),
+        )
     }
 
     /// Pub/Sub attributes: enough to route, filter and trace without parsing the body.

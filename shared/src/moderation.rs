@@ -340,7 +340,7 @@ impl LocalModerator {
             *s = s.max(score);
         };
 
-        let analysis = Censor::from_str(text).analyze();
+        let analysis = profanity(text);
         let level = |kind: Type, mild: f64, moderate: f64, severe: f64| {
             if analysis.is(kind & Type::SEVERE) {
                 severe
@@ -397,6 +397,56 @@ impl Moderator for LocalModerator {
 
     async fn moderate(&self, text: &str) -> Result<ModerationResult, ProviderError> {
         Ok(self.score(text))
+    }
+}
+
+/// rustrict's analysis of `text`, without matches it made only by gluing the end of one word
+/// to the start of the next ("melo(dy ke)ttle" reads as a slur). rustrict ignores spaces on
+/// purpose, to catch "f u c k"; a match that spans a space but starts or ends inside a longer
+/// word is such an artefact. When every match is one, the words are analysed one by one.
+fn profanity(text: &str) -> Type {
+    let mut censor = Censor::from_str(text);
+    censor.with_censor_first_character_threshold(Type::ANY);
+    let (censored, analysis) = censor.censor_and_analyze();
+    let original: Vec<char> = text.chars().collect();
+    let censored: Vec<char> = censored.chars().collect();
+    if analysis.is(Type::NONE) || original.len() != censored.len() {
+        return analysis;
+    }
+    let hit = |i: usize| censored[i] == '*' && original[i] != '*';
+    let inside_word =
+        |i: Option<usize>| i.is_some_and(|i| original[i].is_alphanumeric() && !hit(i));
+    let mut groups = 0;
+    let mut artefacts = 0;
+    let mut i = 0;
+    while i < original.len() {
+        if !hit(i) {
+            i += 1;
+            continue;
+        }
+        // A group: censored characters, spaces between them included (rustrict censors
+        // those too).
+        let start = i;
+        let mut end = i;
+        while end + 1 < original.len() && hit(end + 1) {
+            end += 1;
+        }
+        let spans_space = original[start..=end].iter().any(|c| c.is_whitespace());
+        groups += 1;
+        if spans_space
+            && (inside_word(start.checked_sub(1))
+                || inside_word(Some(end + 1).filter(|&k| k < original.len())))
+        {
+            artefacts += 1;
+        }
+        i = end + 1;
+    }
+    if groups > 0 && artefacts == groups {
+        text.split_whitespace()
+            .map(|word| Censor::from_str(word).analyze())
+            .fold(Type::NONE, |acc, t| acc | t)
+    } else {
+        analysis
     }
 }
 

@@ -424,6 +424,13 @@ fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], request_id: &s
             retry_after,
             ..Failure::transient(reason)
         },
+        // A bad key, a revoked project or an unknown model says nothing about the input: the
+        // operator fixes the configuration and the messages, retried by Pub/Sub or replayed
+        // from the dead-letter topic, go through. Retrying within the call cannot help.
+        401 | 403 | 404 => Failure {
+            retry: false,
+            ..Failure::transient(reason)
+        },
         _ => Failure {
             error: ProviderError::Permanent {
                 provider: PROVIDER,
@@ -738,9 +745,12 @@ mod tests {
             assert!(f.retry && f.error.is_transient(), "{status}");
         }
         let key = br#"{"error":{"message":"Incorrect API key provided: sk-abc***wxyz. You can find your API key at x.","type":"invalid_request_error","code":"invalid_api_key"}}"#;
-        let reason = classify(StatusCode::UNAUTHORIZED, &h, key, "r")
-            .error
-            .to_string();
+        let f = classify(StatusCode::UNAUTHORIZED, &h, key, "r");
+        assert!(
+            !f.retry && f.error.is_transient(),
+            "a bad key is the operator's to fix"
+        );
+        let reason = f.error.to_string();
         assert!(
             !reason.contains("wxyz") && reason.contains("[redacted]"),
             "{reason}"

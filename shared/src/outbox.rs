@@ -21,6 +21,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::mpsc;
 
 use crate::bus::{Bus, BusError, OutgoingMessage};
+use crate::message::SubmissionEvent;
 use crate::retry::delay_for_attempt;
 
 /// A message written to the outbox and not yet known to be published.
@@ -124,6 +125,17 @@ impl Outbox {
             payload,
             attributes,
         })
+    }
+
+    /// [`Outbox::enqueue`] for a pipeline event.
+    pub async fn enqueue_event(
+        &self,
+        tx: &mut PgConnection,
+        topic: &str,
+        event: &SubmissionEvent,
+    ) -> Result<PendingMessage, sqlx::Error> {
+        self.enqueue(tx, topic, event.to_json(), event.attributes())
+            .await
     }
 
     /// Publishes a committed message now. On failure the row stays and the relay

@@ -58,3 +58,44 @@ pub fn exit_code(service: &str, result: anyhow::Result<()>) -> ExitCode {
         }
     }
 }
+
+/// Serves a pipeline stage until SIGTERM, letting requests in flight finish (Cloud Run
+/// gives 10 s after SIGTERM).
+pub async fn serve_stage(
+    service: &str,
+    listener: TcpListener,
+    router: axum::Router,
+) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "{service} listening");
+    crate::http::serve(
+        listener,
+        router,
+        crate::http::shutdown_signal(),
+        std::time::Duration::from_secs(8),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The `main` of a pipeline stage: `<service>` runs `serve`, `<service> replay-dead-letters`
+/// moves the dead-lettered messages of its `input` topic back to that topic.
+pub async fn stage_main<F, Fut>(
+    service: &'static str,
+    input: crate::message::Event,
+    serve: F,
+) -> ExitCode
+where
+    F: FnOnce(crate::config::Env) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    crate::telemetry::init("info");
+    let env = crate::config::Env::from_process();
+    let result = match std::env::args().nth(1).as_deref() {
+        None => serve(env).await,
+        Some("replay-dead-letters") => crate::dead_letter::command(&env, input).await,
+        Some(other) => Err(anyhow::anyhow!(
+            "unknown command {other:?}; usage: {service} [replay-dead-letters]"
+        )),
+    };
+    exit_code(service, result)
+}

@@ -59,9 +59,7 @@
 //! default both Google spellings) and `PUSH_LEEWAY` (clock skew on `exp`, default 60s).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
@@ -70,22 +68,14 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
-use crate::auth::{AuthError, JwtConfig, JwtVerifier};
 use crate::config::{ConfigError, Env};
+pub use crate::google_id::{DEFAULT_LEEWAY, GOOGLE_ISSUERS, GOOGLE_JWKS_URL};
+use crate::google_id::{GoogleIdConfig, GoogleIdVerifier, IdTokenError};
 use crate::problem::Problem;
-
-/// Google's JWKS for the ID tokens Pub/Sub push attaches.
-pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
-
-/// The issuers Google ID tokens carry (both spellings are in use).
-pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
-
-/// Default clock skew tolerated on a push token's `exp`, `nbf` and `iat`.
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 
 /// Largest push body read. Messages are claim checks of a few hundred bytes; a larger body
 /// is answered as [`EnvelopeError::TooLarge`] (acknowledged: it can never succeed) instead of
@@ -228,99 +218,42 @@ pub fn parse_envelope(body: &[u8]) -> Result<PushMessage, EnvelopeError> {
 // Authentication
 // ---------------------------------------------------------------------------------------
 
-/// The settings of [`PushAuth::Oidc`]; [`PushOidcConfig::google`] fills in Google's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushOidcConfig {
-    /// The `aud` the push subscription's `oidcToken` names (by default the endpoint URL).
-    pub audience: String,
-    /// The service account the subscription signs tokens as.
-    pub service_account_email: String,
-    pub jwks_url: String,
-    /// Accepted `iss` values; must not be empty.
-    pub issuers: Vec<String>,
-    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
-    pub leeway: Duration,
-}
-
-impl PushOidcConfig {
-    /// Google's issuers and JWKS with the default leeway.
-    pub fn google(audience: impl Into<String>, service_account_email: impl Into<String>) -> Self {
-        PushOidcConfig {
-            audience: audience.into(),
-            service_account_email: service_account_email.into(),
-            jwks_url: GOOGLE_JWKS_URL.to_owned(),
-            issuers: GOOGLE_ISSUERS.iter().map(|s| (*s).to_owned()).collect(),
-            leeway: DEFAULT_LEEWAY,
-        }
-    }
-}
+/// Why a push request was not authenticated (see [`IdTokenError`]).
+pub type PushAuthError = IdTokenError;
 
 /// How push requests are authenticated.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub enum PushAuth {
     /// Production: a Google-signed OIDC token for the configured service account.
     Oidc {
-        verifier: JwtVerifier,
-        audience: String,
-        service_account_email: String,
+        verifier: GoogleIdVerifier,
+        /// The account the subscription signs tokens as, in a list of one.
+        service_account: Vec<String>,
     },
     /// No authentication: only for local runs with the emulator, which sends no token.
     /// Build it with [`PushAuth::disabled`] (or `PUSH_AUTH=off`) so the warning is logged.
     Disabled,
 }
 
-impl fmt::Debug for PushAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PushAuth::Oidc {
-                audience,
-                service_account_email,
-                ..
-            } => f
-                .debug_struct("Oidc")
-                .field("audience", audience)
-                .field("service_account_email", service_account_email)
-                .finish_non_exhaustive(),
-            PushAuth::Disabled => f.write_str("Disabled"),
-        }
-    }
-}
-
 impl PushAuth {
-    /// Reads `PUSH_AUTH` (`oidc` | `off`, required) and, for `oidc`, `PUSH_AUDIENCE`
-    /// (required), `PUSH_SERVICE_ACCOUNT` (required), `PUSH_JWKS_URL` (default
-    /// [`GOOGLE_JWKS_URL`]; `https://`, or `http://` on loopback), `PUSH_ISSUERS`
-    /// (comma-separated, default [`GOOGLE_ISSUERS`]) and `PUSH_LEEWAY` (default 60s).
+    /// Reads `PUSH_AUTH` (`oidc` | `off`, required) and, for `oidc`, `PUSH_SERVICE_ACCOUNT`
+    /// (required) and the `PUSH_` token settings of [`GoogleIdConfig::from_env`]
+    /// (`PUSH_AUDIENCE` required).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mode: String = env.required("PUSH_AUTH")?;
         match mode.to_ascii_lowercase().as_str() {
             "off" => Ok(PushAuth::disabled()),
             "oidc" => {
-                let defaults = PushOidcConfig::google(
-                    env.required::<String>("PUSH_AUDIENCE")?,
-                    env.required::<String>("PUSH_SERVICE_ACCOUNT")?,
-                );
-                let email = &defaults.service_account_email;
+                let id = GoogleIdConfig::from_env(env, "PUSH")?;
+                let email: String = env.required("PUSH_SERVICE_ACCOUNT")?;
                 if !email.contains('@') || email.chars().any(char::is_whitespace) {
                     return Err(ConfigError::invalid(
                         "PUSH_SERVICE_ACCOUNT",
-                        email,
+                        &email,
                         "expected a service account email such as push@PROJECT.iam.gserviceaccount.com",
                     ));
                 }
-                let jwks_url = env.or("PUSH_JWKS_URL", defaults.jwks_url.clone())?;
-                check_jwks_url(&jwks_url)
-                    .map_err(|reason| ConfigError::invalid("PUSH_JWKS_URL", &jwks_url, reason))?;
-                let issuers = env
-                    .optional_with("PUSH_ISSUERS", parse_issuers)?
-                    .unwrap_or(defaults.issuers.clone());
-                let leeway = env.duration_or("PUSH_LEEWAY", defaults.leeway)?;
-                Ok(PushAuth::oidc(PushOidcConfig {
-                    jwks_url,
-                    issuers,
-                    leeway,
-                    ..defaults
-                }))
+                Ok(PushAuth::oidc(id, email))
             }
             _ => Err(ConfigError::invalid(
                 "PUSH_AUTH",
@@ -330,33 +263,17 @@ impl PushAuth {
         }
     }
 
-    /// OIDC verification with `config`.
-    ///
-    /// # Panics
-    /// If `config.issuers` is empty (a programming error: no token could ever pass).
-    pub fn oidc(config: PushOidcConfig) -> Self {
-        let mut issuers = config.issuers.into_iter();
-        let first = issuers
-            .next()
-            .expect("PushOidcConfig::issuers names at least one issuer");
-        let verifier = issuers.fold(
-            JwtVerifier::new(JwtConfig {
-                issuer: first,
-                audience: config.audience.clone(),
-                jwks_url: config.jwks_url,
-                leeway: config.leeway,
-            }),
-            JwtVerifier::also_accept_issuer,
-        );
+    /// OIDC verification of tokens for `config`'s audience signed as `service_account`.
+    pub fn oidc(config: GoogleIdConfig, service_account: impl Into<String>) -> Self {
+        let service_account = service_account.into();
         tracing::info!(
             audience = %config.audience,
-            service_account = %config.service_account_email,
+            %service_account,
             "push authentication: Google OIDC tokens required"
         );
         PushAuth::Oidc {
-            verifier,
-            audience: config.audience,
-            service_account_email: config.service_account_email,
+            verifier: GoogleIdVerifier::new(config),
+            service_account: vec![service_account],
         }
     }
 
@@ -375,128 +292,12 @@ impl PushAuth {
 
     /// Checks a push request's `Authorization` header (always `Ok` when disabled).
     pub async fn verify(&self, headers: &HeaderMap) -> Result<(), PushAuthError> {
-        let PushAuth::Oidc {
-            verifier,
-            service_account_email,
-            ..
-        } = self
-        else {
-            return Ok(());
-        };
-        let token = JwtVerifier::bearer(headers.get(header::AUTHORIZATION))?;
-        let claims = verifier.verify(token).await?;
-        match claims.email.as_deref() {
-            Some(email) if email.eq_ignore_ascii_case(service_account_email) => {}
-            Some(other) => {
-                return Err(PushAuthError::Forbidden(format!(
-                    "{other} is not the push service account"
-                )));
-            }
-            None => {
-                return Err(PushAuthError::Forbidden(
-                    "token has no email claim".to_owned(),
-                ));
-            }
-        }
-        if claims.email_verified != Some(true) {
-            return Err(PushAuthError::Forbidden(
-                "token's email is not verified".to_owned(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Keys must come over TLS; plain http is allowed only to a loopback address (tests).
-fn check_jwks_url(url: &str) -> Result<(), &'static str> {
-    let parsed = reqwest::Url::parse(url).map_err(|_| "not a URL")?;
-    let loopback = parsed
-        .host_str()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-        .and_then(|h| h.parse::<std::net::IpAddr>().ok())
-        .is_some_and(|ip| ip.is_loopback());
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err("must be an https:// URL (plain http only to a loopback IP address)"),
-    }
-}
-
-fn parse_issuers(s: &str) -> Result<Vec<String>, String> {
-    let issuers: Vec<String> = s
-        .split(',')
-        .map(str::trim)
-        .filter(|i| !i.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if issuers.is_empty() {
-        return Err("expected a comma-separated list of issuers".to_owned());
-    }
-    Ok(issuers)
-}
-
-/// Why a push request was not authenticated.
-#[derive(Debug, thiserror::Error)]
-pub enum PushAuthError {
-    /// No usable token: missing, malformed, unsigned, badly signed, expired, wrong issuer or
-    /// audience (401).
-    #[error("unauthenticated push: {0}")]
-    Unauthenticated(String),
-    /// A valid token, but not from the push service account (403).
-    #[error("forbidden push: {0}")]
-    Forbidden(String),
-    /// Google's signing keys could not be fetched; not the caller's fault (503, retried).
-    #[error("cannot verify push tokens: {0}")]
-    KeysUnavailable(String),
-}
-
-impl From<AuthError> for PushAuthError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::KeysUnavailable(reason) => PushAuthError::KeysUnavailable(reason),
-            e => PushAuthError::Unauthenticated(e.to_string()),
-        }
-    }
-}
-
-impl PushAuthError {
-    pub fn status(&self) -> StatusCode {
         match self {
-            PushAuthError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            PushAuthError::Forbidden(_) => StatusCode::FORBIDDEN,
-            PushAuthError::KeysUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
-
-impl IntoResponse for PushAuthError {
-    fn into_response(self) -> Response {
-        // A rejected push is usually a misconfigured subscription (audience, service
-        // account) that would otherwise retry silently into the dead-letter topic.
-        tracing::warn!(error = %self, "push request rejected");
-        match self {
-            PushAuthError::Unauthenticated(detail) => {
-                let mut res = Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "Authentication required",
-                )
-                .detail(detail)
-                .into_response();
-                res.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
-                );
-                res
-            }
-            PushAuthError::Forbidden(detail) => {
-                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed")
-                    .detail(detail)
-                    .into_response()
-            }
-            PushAuthError::KeysUnavailable(_) => {
-                Problem::unavailable("signing keys unavailable").into_response()
-            }
+            PushAuth::Oidc {
+                verifier,
+                service_account,
+            } => verifier.verify(headers, service_account).await.map(drop),
+            PushAuth::Disabled => Ok(()),
         }
     }
 }

@@ -114,6 +114,14 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// `file:///abs/path/key`. Does not check that the object exists.
     fn uri(&self, key: &str) -> String;
 
+    /// The key of an object named by [`ObjectStore::uri`], if it is in this store.
+    fn key_of(&self, uri: &str) -> Option<String> {
+        let root = self.uri("");
+        uri.strip_prefix(root.as_str())
+            .filter(|key| validate_key(key).is_ok())
+            .map(str::to_owned)
+    }
+
     /// Readiness probe: the store is reachable and the configured bucket/directory exists.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -61,11 +61,15 @@ impl OpenAiTranscriber {
 
     /// With the model from `OPENAI_TRANSCRIBE_MODEL` (default [`DEFAULT_TRANSCRIBE_MODEL`]).
     pub fn from_env(client: OpenAiClient, env: &Env) -> Result<Self, ConfigError> {
-        let model: String = env.or(
+        Ok(Self::new(client, Self::model_from_env(env)?))
+    }
+
+    /// `OPENAI_TRANSCRIBE_MODEL`, default [`DEFAULT_TRANSCRIBE_MODEL`].
+    pub fn model_from_env(env: &Env) -> Result<String, ConfigError> {
+        env.or(
             "OPENAI_TRANSCRIBE_MODEL",
             DEFAULT_TRANSCRIBE_MODEL.to_owned(),
-        )?;
-        Ok(Self::new(client, model))
+        )
     }
 
     /// `whisper-1` can say the language and duration (`verbose_json`); the `gpt-4o*`

@@ -238,6 +238,24 @@ fn obfuscation_is_seen_through() {
     assert_eq!(local("I want to k!ll myself").0, Decision::Held);
 }
 
+#[test]
+fn words_glued_across_a_space_are_not_profanity() {
+    // rustrict ignores spaces (to catch "f u c k"), so the end of one word and the start of
+    // the next can spell a slur; found by the pipeline benchmark's random word salads.
+    for text in [
+        "play a melody, kettle is on",
+        "a puzzle saxophone solo please",
+        "melody kettle",
+    ] {
+        assert_eq!(local(text), (Decision::Approved, vec![]), "{text}");
+    }
+    // Whole words spelled out with spaces still count, and so does a real word next to an
+    // innocent one.
+    for text in ["f u c k this", "play some shit music", "melody fuck kettle"] {
+        assert_ne!(local(text).0, Decision::Approved, "{text}");
+    }
+}
+
 #[tokio::test]
 async fn local_moderator_is_a_moderator() {
     let m: Box<dyn Moderator> = Box::new(LocalModerator::new());

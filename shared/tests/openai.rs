@@ -264,13 +264,15 @@ async fn bad_request_is_permanent_and_not_retried() {
     assert_eq!(fake.requests(EMBEDDINGS), 1);
 }
 
+/// A missing or wrong key is the operator's to fix, not the listener's: transient (Pub/Sub
+/// retries, then dead-letters for a replay) but not retried within the call.
 #[tokio::test]
-async fn missing_or_wrong_key_is_permanent() {
+async fn missing_or_wrong_key_is_transient_and_not_retried() {
     let fake = OpenAiFake::start().await;
     let err = moderate(&client(&fake, |c| c.api_key = String::new()))
         .await
         .unwrap_err();
-    assert!(matches!(err, ProviderError::Permanent { .. }), "{err:?}");
+    assert!(matches!(err, ProviderError::Transient { .. }), "{err:?}");
     assert!(err.to_string().contains("HTTP 401"), "{err}");
     assert!(
         err.to_string().contains("didn't provide an API key"),

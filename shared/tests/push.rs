@@ -488,6 +488,78 @@ async fn push_tokens_are_verified() {
     }
 }
 
+/// Operators use the same Google ID tokens, with an allowlist of emails instead of one
+/// service account.
+#[tokio::test]
+async fn operators_need_a_listed_verified_google_identity() {
+    use axum::extract::FromRequestParts;
+    use shared::operator::{Operator, OperatorAuth};
+
+    let jwks = serve_jwks().await;
+    let auth = OperatorAuth::from_env(&Env::from_pairs([
+        ("OPERATOR_AUTH", "oidc"),
+        ("OPERATOR_AUDIENCE", AUDIENCE),
+        ("OPERATOR_JWKS_URL", jwks.as_str()),
+        ("OPERATOR_EMAILS", "dj@radio24.example, Ops@Radio24.example"),
+    ]))
+    .unwrap();
+    let operator = |headers: HeaderMap| {
+        let auth = auth.clone();
+        async move {
+            let mut req = http::Request::new(());
+            *req.headers_mut() = headers;
+            let (mut parts, ()) = req.into_parts();
+            Operator::from_request_parts(&mut parts, &auth)
+                .await
+                .map(|o| o.0)
+                .map_err(|e| e.status())
+        }
+    };
+    let claims = |email: &str, verified: bool| {
+        let mut c = push_claims();
+        c["email"] = email.into();
+        c["email_verified"] = verified.into();
+        c
+    };
+    assert_eq!(
+        operator(bearer(&sign(&claims("ops@radio24.example", true)))).await,
+        Ok("operator:ops@radio24.example".to_owned())
+    );
+    assert_eq!(
+        operator(bearer(&sign(&claims("someone@radio24.example", true)))).await,
+        Err(StatusCode::FORBIDDEN)
+    );
+    assert_eq!(
+        operator(bearer(&sign(&claims("dj@radio24.example", false)))).await,
+        Err(StatusCode::FORBIDDEN)
+    );
+    let mut wrong_audience = claims("dj@radio24.example", true);
+    wrong_audience["aud"] = "https://elsewhere.example".into();
+    assert_eq!(
+        operator(bearer(&sign(&wrong_audience))).await,
+        Err(StatusCode::UNAUTHORIZED)
+    );
+    let mut expired = claims("dj@radio24.example", true);
+    expired["exp"] = (now() - 3600).into();
+    assert_eq!(
+        operator(bearer(&sign(&expired))).await,
+        Err(StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(
+        operator(HeaderMap::new()).await,
+        Err(StatusCode::UNAUTHORIZED)
+    );
+
+    let missing = OperatorAuth::from_env(&Env::from_pairs([
+        ("OPERATOR_AUTH", "oidc"),
+        ("OPERATOR_AUDIENCE", AUDIENCE),
+    ]))
+    .unwrap_err();
+    assert!(missing.to_string().contains("OPERATOR_EMAILS"), "{missing}");
+    let bad = OperatorAuth::from_env(&Env::from_pairs([("OPERATOR_AUTH", "maybe")])).unwrap_err();
+    assert!(bad.to_string().contains("OPERATOR_AUTH"), "{bad}");
+}
+
 #[tokio::test]
 async fn push_issuers_can_be_narrowed() {
     let jwks = serve_jwks().await;
@@ -576,10 +648,8 @@ fn push_auth_configuration_names_the_variable() {
         ("PUSH_SERVICE_ACCOUNT", PUSH_SA),
     ]))
     .unwrap();
-    assert!(
-        matches!(&auth, PushAuth::Oidc { audience, service_account_email, .. }
-        if audience == AUDIENCE && service_account_email == PUSH_SA)
-    );
+    assert!(matches!(&auth, PushAuth::Oidc { verifier, service_account }
+        if verifier.audience() == AUDIENCE && service_account == &[PUSH_SA.to_owned()]));
     assert!(format!("{auth:?}").contains(AUDIENCE));
     assert!(
         PushAuth::from_env(&env(&[

@@ -16,6 +16,7 @@
 //! - `RADIO24_PUBSUB_EMULATOR_JAR`: the emulator jar (default: the google-cloud-sdk one).
 
 mod gcs;
+pub mod memory;
 pub mod openai_fake;
 mod postgres;
 mod process;

@@ -9,6 +9,7 @@ use shared::bus::BusConfig;
 use shared::config::{ByteSize, ConfigError, Env, RateLimit};
 use shared::db::DbConfig;
 use shared::listen_token::LiveKitConfig;
+use shared::message::Event;
 use shared::outbox::RelayConfig;
 
 /// How callers are identified. There is no default: anonymous mode must be asked for.
@@ -104,10 +105,7 @@ impl Config {
             channel_id: env.or("CHANNEL_ID", "main".to_owned())?,
             db: DbConfig::from_env(env)?,
             bus: BusConfig::from_env(env)?,
-            topic_ingested: env.or(
-                "TOPIC_SUBMISSION_INGESTED",
-                "submission-ingested".to_owned(),
-            )?,
+            topic_ingested: Event::Ingested.topic(env)?,
             store_url: env.required("UPLOADS_URL")?,
             gcs_endpoint: env.optional("STORAGE_EMULATOR_HOST")?,
             auth,

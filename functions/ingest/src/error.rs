@@ -36,14 +36,13 @@ pub enum Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            // The pool could not hand out a connection in time: overload or the database
-            // is away. Tell the client to come back rather than blaming it.
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-                tracing::warn!(error = %e, "database unavailable");
-                Error::Unavailable("database unavailable".into())
-            }
-            e => Error::Internal(e.into()),
+        // Overload or the database is away: tell the client to come back rather than
+        // blaming it.
+        if shared::db::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            Error::Unavailable("database unavailable".into())
+        } else {
+            Error::Internal(e.into())
         }
     }
 }

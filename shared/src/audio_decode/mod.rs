@@ -1,0 +1,181 @@
+//! Decoding uploaded audio to what speech models take: mono `f32` samples at 16 kHz.
+//!
+//! Accepts exactly what [`crate::audio_probe`] accepts (WAV PCM/float, Ogg/Opus, WebM or
+//! Matroska Opus including browsers' `MediaRecorder` output, MP3), and runs [`probe`]
+//! first: it refuses every other format, and its duration, measured from the content, is
+//! checked against the limit before any sample is decoded.
+//!
+//! Hostile input: the demuxers here are small and only ever slice the upload: no buffer is
+//! sized from a length field in the file. Decoded audio is capped at the duration limit
+//! while it is produced, so a header that under-reports cannot make decoding run away.
+//! Opus packets go to the system libopus; MP3 frames to symphonia's decoder.
+
+mod mp3;
+mod ogg;
+mod opus;
+mod resample;
+mod wav;
+mod webm;
+
+use std::time::Duration;
+
+use crate::audio_probe::{AudioFormat, ProbeError, probe};
+
+pub use resample::resample;
+
+/// The rate of every decoded signal: what Whisper and most speech models take.
+pub const SAMPLE_RATE: u32 = 16_000;
+
+/// Longest audio [`decode`] accepts unless told otherwise: push-to-talk messages are short,
+/// and transcription time grows with length.
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(10 * 60);
+
+/// Input sample rates outside this range are refused rather than resampled: nothing real
+/// records at 1 kHz or 1 MHz, and the resampler's cost grows with the input rate.
+const MIN_INPUT_RATE: u32 = 4_000;
+const MAX_INPUT_RATE: u32 = 192_000;
+
+/// Decoded audio, mono at [`SAMPLE_RATE`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedAudio {
+    pub samples: Vec<f32>,
+    /// The container and codec the bytes held.
+    pub format: AudioFormat,
+}
+
+impl DecodedAudio {
+    /// Length of [`Self::samples`].
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.samples.len() as f64 / f64::from(SAMPLE_RATE))
+    }
+}
+
+/// Why bytes could not be decoded. Every message is written for the person who sent the
+/// audio.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// The probe refused the bytes (unknown format, other codec, cut-off headers).
+    #[error("{0}")]
+    Format(#[from] ProbeError),
+    #[error("the recording is {} long; at most {} is accepted", minutes(*.duration), minutes(*.max))]
+    TooLong { duration: Duration, max: Duration },
+    /// Allowed container and codec, but the audio inside cannot be decoded.
+    #[error("the audio could not be decoded: {0}")]
+    Corrupt(String),
+    /// Allowed but unusual parameters (sample rate, channel layout).
+    #[error("unsupported audio: {0}")]
+    Unsupported(String),
+    #[error("the recording contains no audio")]
+    Empty,
+}
+
+/// Decodes `bytes` to mono `f32` at [`SAMPLE_RATE`], refusing audio longer than `max`.
+///
+/// CPU-bound (about 0.2% of real time for Opus): call it off the async runtime's workers.
+pub fn decode(bytes: &[u8], max: Duration) -> Result<DecodedAudio, DecodeError> {
+    let info = probe(bytes)?;
+    if info.duration > max {
+        return Err(DecodeError::TooLong {
+            duration: info.duration,
+            max,
+        });
+    }
+    // WAV and MP3 say their rate up front (Opus is always 48 kHz): refuse before decoding.
+    if let Some(rate) = info.sample_rate {
+        check_rate(rate)?;
+    }
+    let limit = Limit { max };
+    let (samples, rate) = match info.format {
+        AudioFormat::Wav => wav::decode(bytes, limit)?,
+        AudioFormat::OggOpus => opus::decode(ogg::demux(bytes)?, limit)?,
+        AudioFormat::WebmOpus => opus::decode(webm::demux(bytes)?, limit)?,
+        AudioFormat::Mp3 => mp3::decode(bytes, limit)?,
+    };
+    if samples.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    check_rate(rate)?;
+    Ok(DecodedAudio {
+        samples: resample(&samples, rate, SAMPLE_RATE),
+        format: info.format,
+    })
+}
+
+fn check_rate(rate: u32) -> Result<(), DecodeError> {
+    if (MIN_INPUT_RATE..=MAX_INPUT_RATE).contains(&rate) {
+        Ok(())
+    } else {
+        Err(DecodeError::Unsupported(format!(
+            "a sample rate of {rate} Hz (accepted: {MIN_INPUT_RATE} to {MAX_INPUT_RATE} Hz)"
+        )))
+    }
+}
+
+/// The duration limit as the decoders apply it while they produce samples.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    max: Duration,
+}
+
+impl Limit {
+    /// `Err(TooLong)` once a decoder holds more than `max` (plus a second of slack for codec
+    /// delay and rounding between the probe's measure and the decoder's) at `rate`.
+    fn check(self, rate: u32, samples: usize) -> Result<(), DecodeError> {
+        let allowed = (self.max.as_secs_f64() + 1.0) * f64::from(rate);
+        if samples as f64 > allowed {
+            return Err(DecodeError::TooLong {
+                duration: Duration::from_secs_f64(samples as f64 / f64::from(rate.max(1))),
+                max: self.max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Averages interleaved frames of `channels` samples into `out`.
+fn push_downmixed(out: &mut Vec<f32>, interleaved: impl Iterator<Item = f32>, channels: usize) {
+    let scale = 1.0 / channels as f32;
+    let mut acc = 0.0;
+    for (i, s) in interleaved.enumerate() {
+        acc += s;
+        if (i + 1) % channels == 0 {
+            out.push(acc * scale);
+            acc = 0.0;
+        }
+    }
+}
+
+/// `1 min 30 s`, `45 s`, for messages.
+fn minutes(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downmix_averages_frames_and_drops_a_partial_one() {
+        let mut out = Vec::new();
+        push_downmixed(&mut out, [1.0, 0.0, 0.5, 0.5, 9.0].into_iter(), 2);
+        assert_eq!(out, vec![0.5, 0.5]);
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(minutes(Duration::from_secs(45)), "45 s");
+        assert_eq!(minutes(Duration::from_secs(600)), "10 min");
+        assert_eq!(minutes(Duration::from_secs(754)), "12 min 34 s");
+    }
+
+    #[test]
+    fn garbage_is_refused_by_the_probe() {
+        let err = decode(b"definitely not audio", DEFAULT_MAX_DURATION).unwrap_err();
+        assert_eq!(err, DecodeError::Format(ProbeError::Unrecognised));
+    }
+}

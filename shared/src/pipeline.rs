@@ -1,0 +1,210 @@
+//! What every pipeline stage has in common: a Cloud Run service that receives one topic's
+//! messages by Pub/Sub push, moves the submission one guarded transition on, and announces
+//! the result on the next topic through the outbox (embed: `submission-ingested` ->
+//! `submission-embedded`; moderate: `submission-embedded` -> `submission-ready`).
+//!
+//! # Deadline chain
+//!
+//! A delivery's work is bounded by `HANDLER_DEADLINE` (default 50 s), which must stay below
+//! the Cloud Run request timeout (60 s in terraform/), which must stay below the push
+//! subscription's ack deadline (90 s): the handler then always answers before Cloud Run
+//! cuts the request, and Cloud Run always answers before Pub/Sub gives up on the delivery,
+//! so no delivery is redelivered while its first attempt is still running.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use sqlx::{PgPool, Row};
+use tracing::Instrument;
+
+use crate::bus::BusConfig;
+use crate::config::{ConfigError, Env};
+use crate::db::DbConfig;
+use crate::message::{Event, SubmissionEvent};
+use crate::outbox::{Outbox, RelayConfig};
+use crate::push::{EnvelopeError, PushAuth, PushMessage, PushOutcome};
+use crate::submission::{Status, SubmissionId, SubmissionKind, transition};
+
+/// `HANDLER_DEADLINE`'s default; see the module docs for the chain it belongs to.
+pub const DEFAULT_HANDLER_DEADLINE: Duration = Duration::from_secs(50);
+
+/// The configuration every stage reads the same way.
+#[derive(Debug)]
+pub struct StageConfig {
+    pub host: IpAddr,
+    pub port: u16,
+    pub db: DbConfig,
+    pub bus: BusConfig,
+    pub push_auth: PushAuth,
+    /// The topic this stage announces its results on.
+    pub next_topic: String,
+    /// Bound on one delivery's work.
+    pub deadline: Duration,
+    pub outbox: RelayConfig,
+}
+
+impl StageConfig {
+    /// Reads `HOST`, `PORT`, the database and bus variables, `PUSH_AUTH` and friends,
+    /// `HANDLER_DEADLINE`, `OUTBOX_GRACE`, and the topic of the `next` event.
+    pub fn from_env(env: &Env, next: Event) -> Result<Self, ConfigError> {
+        let relay = RelayConfig::default();
+        let deadline = env.duration_or("HANDLER_DEADLINE", DEFAULT_HANDLER_DEADLINE)?;
+        if deadline.is_zero() || deadline >= Duration::from_secs(600) {
+            return Err(ConfigError::invalid(
+                "HANDLER_DEADLINE",
+                env.raw("HANDLER_DEADLINE").unwrap_or_default(),
+                "must be above 0 and below the subscription's ack deadline (at most 600s)",
+            ));
+        }
+        Ok(StageConfig {
+            host: env.or("HOST", IpAddr::from([0, 0, 0, 0]))?,
+            port: env.or("PORT", 8080)?,
+            db: DbConfig::from_env(env)?,
+            bus: BusConfig::from_env(env)?,
+            push_auth: PushAuth::from_env(env)?,
+            next_topic: next.topic(env)?,
+            deadline,
+            outbox: RelayConfig {
+                grace: env.duration_or("OUTBOX_GRACE", relay.grace)?,
+                ..relay
+            },
+        })
+    }
+}
+
+/// What a stage's service needs from its configuration at start-up.
+pub struct StageResources {
+    pub pool: PgPool,
+    pub outbox: Outbox,
+    pub listener: tokio::net::TcpListener,
+}
+
+impl StageConfig {
+    /// Connects to the database (migrating) and the bus, and binds the port.
+    pub async fn connect(&self) -> anyhow::Result<StageResources> {
+        let (pool, bus) = crate::process::connect(&self.db, &self.bus, &[&self.next_topic]).await?;
+        Ok(StageResources {
+            outbox: Outbox::new(pool.clone(), bus, self.outbox.clone()),
+            pool,
+            listener: crate::process::bind(self.host, self.port).await?,
+        })
+    }
+}
+
+/// Runs `work` on one push delivery: an unusable envelope or a message that is not a
+/// submission event is acknowledged as a permanent failure (it can never succeed), and work
+/// that overruns `deadline` answers `Retry` so Pub/Sub redelivers it.
+pub async fn deliver<F, Fut>(
+    delivery: Result<PushMessage, EnvelopeError>,
+    expected: Event,
+    deadline: Duration,
+    work: F,
+) -> PushOutcome
+where
+    F: FnOnce(SubmissionEvent) -> Fut,
+    Fut: Future<Output = PushOutcome>,
+{
+    let msg = match delivery {
+        Ok(msg) => msg,
+        Err(e) => return e.into(),
+    };
+    let event = match SubmissionEvent::decode(&msg.data) {
+        Ok(ev) if ev.event == expected => ev,
+        Ok(ev) => {
+            return PushOutcome::PermanentFailure(format!(
+                "message {} is {}, this stage takes {}",
+                msg.message_id,
+                ev.event.as_str(),
+                expected.as_str()
+            ));
+        }
+        Err(e) => {
+            return PushOutcome::PermanentFailure(format!("message {}: {e}", msg.message_id));
+        }
+    };
+    let span = tracing::info_span!("stage", submission_id = %event.submission_id);
+    match tokio::time::timeout(deadline, work(event).instrument(span)).await {
+        Ok(outcome) => outcome,
+        Err(_) => PushOutcome::Retry(format!("handler deadline of {deadline:?} passed")),
+    }
+}
+
+/// What a stage reads of a submission.
+#[derive(Debug, Clone)]
+pub struct SubmissionRow {
+    pub id: SubmissionId,
+    pub status: Option<Status>,
+    pub kind: SubmissionKind,
+    pub channel: String,
+    pub text: Option<String>,
+    pub transcript: Option<String>,
+    pub audio_path: Option<String>,
+    pub audio_mime: Option<String>,
+}
+
+impl SubmissionRow {
+    /// The words of the submission: its text, or for audio its transcript once there is one.
+    pub fn words(&self) -> Option<&str> {
+        match self.kind {
+            SubmissionKind::Text => self.text.as_deref(),
+            SubmissionKind::Audio => self.transcript.as_deref(),
+        }
+    }
+
+    pub async fn load(
+        conn: impl sqlx::PgExecutor<'_>,
+        id: SubmissionId,
+    ) -> Result<Option<Self>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT status, kind, channel_id, text, transcript, audio_path, audio_mime \
+             FROM submission WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+        row.map(|r| {
+            Ok(SubmissionRow {
+                id,
+                status: Status::parse(r.try_get("status")?),
+                kind: if r.try_get::<&str, _>("kind")? == "audio" {
+                    SubmissionKind::Audio
+                } else {
+                    SubmissionKind::Text
+                },
+                channel: r.try_get("channel_id")?,
+                text: r.try_get("text")?,
+                transcript: r.try_get("transcript")?,
+                audio_path: r.try_get("audio_path")?,
+                audio_mime: r.try_get("audio_mime")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+/// Loads the submission an event names, as the first step of every stage: `Err` carries
+/// the outcome to answer when there is nothing to do (unknown id, already past `expected`,
+/// database down).
+pub async fn load_expecting(
+    pool: &PgPool,
+    id: SubmissionId,
+    expected: Status,
+) -> Result<SubmissionRow, PushOutcome> {
+    match SubmissionRow::load(pool, id).await {
+        Ok(Some(row)) if row.status == Some(expected) => Ok(row),
+        Ok(Some(_)) => Err(PushOutcome::AlreadyDone),
+        Ok(None) => Err(PushOutcome::PermanentFailure(format!(
+            "unknown submission {id}"
+        ))),
+        Err(e) => Err(PushOutcome::Retry(format!("database: {e}"))),
+    }
+}
+
+/// Records that the submission can never get past this stage and acknowledges the message.
+pub async fn fail(pool: &PgPool, id: SubmissionId, from: Status, reason: &str) -> PushOutcome {
+    match transition(pool, id, from, Status::Failed, Some(reason)).await {
+        Ok(_) => PushOutcome::PermanentFailure(format!("{id}: {reason}")),
+        Err(e) => PushOutcome::Retry(format!("database: {e}")),
+    }
+}
