@@ -6,9 +6,10 @@
 use axum::extract::State;
 use pgvector::Vector;
 use shared::message::{Event, SubmissionEvent};
+use shared::pipeline::{self, SubmissionRow};
+use shared::provider::ProviderError;
 use shared::push::{PushDelivery, PushOutcome};
 use shared::submission::{Status, SubmissionId, SubmissionKind, Transition, transition};
-use sqlx::Row;
 
 use crate::duplicates::{self, Space};
 use crate::state::AppState;
@@ -17,89 +18,95 @@ pub async fn push(
     State(state): State<AppState>,
     PushDelivery(delivery): PushDelivery,
 ) -> PushOutcome {
-    let msg = match delivery {
-        Ok(msg) => msg,
-        Err(e) => return e.into(),
-    };
-    let event = match SubmissionEvent::decode(&msg.data) {
-        Ok(ev) => ev,
-        Err(e) => {
-            return PushOutcome::PermanentFailure(format!("message {}: {e}", msg.message_id));
-        }
-    };
-    match tokio::time::timeout(state.config.deadline, embed(&state, &event)).await {
-        Ok(outcome) => outcome,
-        Err(_) => PushOutcome::Retry("handler deadline passed".into()),
-    }
-}
-
-struct Submission {
-    status: String,
-    kind: SubmissionKind,
-    text: Option<String>,
-    transcript: Option<String>,
-    channel: String,
-}
-
-async fn load(state: &AppState, id: SubmissionId) -> Result<Option<Submission>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT status, kind, text, transcript, channel_id FROM submission WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await?;
-    row.map(|r| {
-        Ok(Submission {
-            status: r.try_get("status")?,
-            kind: if r.try_get::<&str, _>("kind")? == "audio" {
-                SubmissionKind::Audio
-            } else {
-                SubmissionKind::Text
-            },
-            text: r.try_get("text")?,
-            transcript: r.try_get("transcript")?,
-            channel: r.try_get("channel_id")?,
-        })
+    let deadline = state.config.stage.deadline;
+    pipeline::deliver(delivery, Event::Ingested, deadline, |event| {
+        embed(&state, event)
     })
-    .transpose()
+    .await
 }
 
-async fn embed(state: &AppState, event: &SubmissionEvent) -> PushOutcome {
+async fn embed(state: &AppState, event: SubmissionEvent) -> PushOutcome {
     let id = event.submission_id;
-    let sub = match load(state, id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return PushOutcome::PermanentFailure(format!("unknown submission {id}")),
-        Err(e) => return PushOutcome::Retry(format!("database: {e}")),
+    let mut sub = match pipeline::load_expecting(&state.pool, id, Status::Ingested).await {
+        Ok(sub) => sub,
+        Err(outcome) => return outcome,
     };
-    if sub.status != Status::Ingested.as_str() {
-        return PushOutcome::AlreadyDone;
+    if sub.kind == SubmissionKind::Audio && sub.transcript.is_none() {
+        match transcribe(state, &sub).await {
+            Ok(text) => sub.transcript = Some(text),
+            Err(outcome) => return outcome,
+        }
     }
-    let text = match (sub.kind, &sub.text, &sub.transcript) {
-        (SubmissionKind::Text, Some(t), _) => t.clone(),
-        (SubmissionKind::Audio, _, Some(t)) => t.clone(),
-        // Transcription is wired in with the transcriber work; until then audio cannot be
-        // embedded and is recorded as failed rather than retried forever.
-        _ => return fail(state, id, "audio transcription is not available").await,
+    let Some(text) = sub.words().map(str::to_owned) else {
+        return fail(state, id, "the submission has no text").await;
     };
+    if text.trim().is_empty() {
+        return fail(state, id, "no speech was recognised in the recording").await;
+    }
     let vector = match state.embedder.embed(std::slice::from_ref(&text)).await {
         Ok(mut v) if v.len() == 1 => Vector::from(v.remove(0)),
         Ok(_) => return PushOutcome::Retry("embedder returned no vector".into()),
-        Err(e) if e.is_transient() => return PushOutcome::Retry(e.to_string()),
-        Err(e) => return fail(state, id, &e.to_string()).await,
+        Err(e) => return provider_failure(state, id, e).await,
     };
-    match commit(state, id, &sub.channel, event, &vector).await {
+    match commit(state, &sub, &event, &vector).await {
         Ok(outcome) => outcome,
         Err(e) => PushOutcome::Retry(format!("database: {e}")),
     }
 }
 
+/// Fetches the recording and transcribes it, storing the transcript at once so that a
+/// retry of a later step (embedding provider down) does not pay for it again.
+async fn transcribe(state: &AppState, sub: &SubmissionRow) -> Result<String, PushOutcome> {
+    let id = sub.id;
+    let uri = sub.audio_path.as_deref().unwrap_or_default();
+    let Some(key) = state.store.key_of(uri) else {
+        return Err(fail(
+            state,
+            id,
+            &format!("recording {uri} is not in the uploads store"),
+        )
+        .await);
+    };
+    let audio = match state.store.get(&key).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_transient() => return Err(PushOutcome::Retry(format!("store: {e}"))),
+        Err(e) => return Err(fail(state, id, &format!("recording unreadable: {e}")).await),
+    };
+    let mime = sub
+        .audio_mime
+        .as_deref()
+        .unwrap_or("application/octet-stream");
+    let file_name = key.rsplit('/').next().unwrap_or(&key);
+    let transcript = match state.transcriber.transcribe(audio, mime, file_name).await {
+        Ok(t) => t,
+        Err(e) => return Err(provider_failure(state, id, e).await),
+    };
+    let stored = sqlx::query(
+        "UPDATE submission SET transcript = $2, transcribed_by = $3 \
+         WHERE id = $1 AND status = 'ingested'",
+    )
+    .bind(id)
+    .bind(&transcript.text)
+    .bind(state.transcriber.name())
+    .execute(&state.pool)
+    .await;
+    match stored {
+        Ok(_) => {
+            tracing::info!(submission_id = %id, chars = transcript.text.len(), "transcribed");
+            Ok(transcript.text)
+        }
+        Err(e) => Err(PushOutcome::Retry(format!("database: {e}"))),
+    }
+}
+
 async fn commit(
     state: &AppState,
-    id: SubmissionId,
-    channel: &str,
+    sub: &SubmissionRow,
     event: &SubmissionEvent,
     vector: &Vector,
 ) -> Result<PushOutcome, sqlx::Error> {
+    let id = sub.id;
+    let channel = sub.channel.as_str();
     let model = state.embedder.model();
     let space = Space::for_dims(model.dims).expect("configured models have a table");
     let mut tx = state.pool.begin().await?;
@@ -114,19 +121,10 @@ async fn commit(
     {
         return Ok(PushOutcome::AlreadyDone);
     }
-    let nearest = duplicates::nearest(
-        &mut tx,
-        space,
-        channel,
-        id,
-        vector,
-        state.config.duplicates.window,
-    )
-    .await?;
+    let policy = state.config.duplicates;
+    let nearest = duplicates::nearest(&mut tx, space, channel, id, vector, policy.window).await?;
     duplicates::store(&mut tx, space, id, channel, model.name, vector).await?;
-    if let Some((original, similarity)) =
-        nearest.filter(|(_, sim)| *sim >= state.config.duplicates.min_similarity)
-    {
+    if let Some((original, similarity)) = nearest.filter(|(_, s)| *s >= policy.min_similarity) {
         transition(&mut *tx, id, Status::Embedded, Status::Duplicate, None).await?;
         sqlx::query("UPDATE submission SET duplicate_of = $2 WHERE id = $1")
             .bind(id)
@@ -137,43 +135,26 @@ async fn commit(
         tracing::info!(submission_id = %id, %original, similarity, "near-duplicate");
         return Ok(PushOutcome::Done);
     }
-    let next = SubmissionEvent::new(
-        Event::Embedded,
-        id,
-        channel,
-        event.kind,
-        event
-            .traceparent
-            .as_deref()
-            .and_then(shared::telemetry::TraceContext::from_traceparent)
-            .as_ref(),
-    );
+    let next = event.follow_up(Event::Embedded);
     let pending = state
         .outbox
-        .enqueue(
-            &mut tx,
-            &state.config.topic_embedded,
-            next.to_json(),
-            next.attributes(),
-        )
+        .enqueue_event(&mut tx, &state.config.stage.next_topic, &next)
         .await?;
     tx.commit().await?;
     state.outbox.publish_or_leave(&pending).await;
     Ok(PushOutcome::Done)
 }
 
-/// Records a permanent failure and acknowledges.
-async fn fail(state: &AppState, id: SubmissionId, reason: &str) -> PushOutcome {
-    match transition(
-        &state.pool,
-        id,
-        Status::Ingested,
-        Status::Failed,
-        Some(reason),
-    )
-    .await
-    {
-        Ok(_) => PushOutcome::PermanentFailure(format!("{id}: {reason}")),
-        Err(e) => PushOutcome::Retry(format!("database: {e}")),
+/// A provider error: transient ones are retried by Pub/Sub, permanent ones (the content can
+/// never be processed) end the submission.
+async fn provider_failure(state: &AppState, id: SubmissionId, e: ProviderError) -> PushOutcome {
+    if e.is_transient() {
+        PushOutcome::Retry(e.to_string())
+    } else {
+        fail(state, id, &e.to_string()).await
     }
+}
+
+async fn fail(state: &AppState, id: SubmissionId, reason: &str) -> PushOutcome {
+    pipeline::fail(&state.pool, id, Status::Ingested, reason).await
 }

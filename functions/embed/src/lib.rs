@@ -12,30 +12,56 @@ use axum::Router;
 use axum::routing::{get, post};
 use shared::embedding::{Embedder, LocalMiniLm};
 use shared::openai::{OpenAiClient, OpenAiEmbedder};
-use shared::outbox::Outbox;
+use shared::pipeline::StageResources;
+use shared::transcription::{OpenAiTranscriber, Transcriber};
+use shared::whisper::LocalWhisper;
 
-use crate::config::{Config, EmbeddingProvider};
+use shared::provider::Provider;
+
+use crate::config::Config;
 use crate::state::{AppState, Inner};
 
 pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, Router, AppState)> {
-    let (pool, bus) =
-        shared::process::connect(&config.db, &config.bus, &[&config.topic_embedded]).await?;
-    let embedder: Arc<dyn Embedder> = match config.provider {
-        EmbeddingProvider::Local => Arc::new(
+    let StageResources {
+        pool,
+        outbox,
+        listener,
+    } = config.stage.connect().await?;
+    let openai = || {
+        OpenAiClient::new(
+            config
+                .openai
+                .clone()
+                .expect("config requires a key for openai"),
+        )
+    };
+    let embedder: Arc<dyn Embedder> = match config.embedding {
+        Provider::Local => Arc::new(
             LocalMiniLm::load(&LocalMiniLm::default_dir())
                 .context("cannot load the local embedding model")?,
         ),
-        EmbeddingProvider::OpenAi => Arc::new(OpenAiEmbedder::new(OpenAiClient::new(
-            config.openai.clone().expect("checked by config"),
-        ))),
+        Provider::OpenAi => Arc::new(OpenAiEmbedder::new(openai())),
     };
-    let outbox = Outbox::new(pool.clone(), bus, config.outbox.clone());
-    let listener = shared::process::bind(config.host, config.port).await?;
+    let transcriber: Arc<dyn Transcriber> = match config.transcription {
+        Provider::Local => Arc::new(
+            LocalWhisper::load(&LocalWhisper::default_dir())
+                .context("cannot load the local transcription model")?,
+        ),
+        Provider::OpenAi => Arc::new(OpenAiTranscriber::new(
+            openai(),
+            config.transcribe_model.clone(),
+        )),
+    };
+    let store = shared::store::open(&config.uploads_url, config.gcs_endpoint.as_deref())
+        .await
+        .context("cannot open the uploads store (UPLOADS_URL)")?;
     let state: AppState = Arc::new(Inner {
         config,
         pool,
         outbox,
         embedder,
+        transcriber,
+        store,
     });
     let router = Router::new()
         .route("/healthz", get(shared::http::healthz))

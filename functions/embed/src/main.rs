@@ -1,25 +1,16 @@
 //! Radio24 embed: the Pub/Sub push handler for `submission-ingested`.
+//!
+//! `embed` serves; `embed replay-dead-letters` moves dead-lettered `submission-ingested`
+//! messages back to their topic once the cause of their failures is fixed.
 
-use std::process::ExitCode;
-use std::time::Duration;
-
-use shared::config::Env;
+use shared::message::Event;
 
 #[tokio::main]
-async fn main() -> ExitCode {
-    shared::telemetry::init("info");
-    let run = async {
-        let config = embed::config::Config::from_env(&Env::from_process())?;
+async fn main() -> std::process::ExitCode {
+    shared::process::stage_main("embed", Event::Ingested, |env| async move {
+        let config = embed::config::Config::from_env(&env)?;
         let (listener, router, _state) = embed::build(config).await?;
-        tracing::info!("embed listening");
-        shared::http::serve(
-            listener,
-            router,
-            shared::http::shutdown_signal(),
-            Duration::from_secs(8),
-        )
-        .await?;
-        anyhow::Ok(())
-    };
-    shared::process::exit_code("embed", run.await)
+        shared::process::serve_stage("embed", listener, router).await
+    })
+    .await
 }

@@ -31,6 +31,13 @@ async fn spawn() -> App {
         ("GOOGLE_CLOUD_PROJECT", "radio24-test".to_owned()),
         ("PUSH_AUTH", "off".to_owned()),
         ("TOPIC_SUBMISSION_EMBEDDED", topic.clone()),
+        (
+            "UPLOADS_URL",
+            format!(
+                "file:{}",
+                std::env::temp_dir().join(format!("uploads-{id}")).display()
+            ),
+        ),
     ]);
     let config = embed::config::Config::from_env(&env).unwrap();
     let (listener, router, _state) = embed::build(config).await.unwrap();
