@@ -1,0 +1,34 @@
+//! moderate's configuration, validated at start-up.
+
+use shared::config::{ConfigError, Env};
+use shared::message::Event;
+use shared::moderation::Policy;
+use shared::openai::OpenAiConfig;
+use shared::operator::OperatorAuth;
+use shared::pipeline::StageConfig;
+use shared::provider::Provider;
+
+#[derive(Debug)]
+pub struct Config {
+    pub stage: StageConfig,
+    /// `MODERATION_PROVIDER`: rustrict + rule lists locally, `omni-moderation-latest` at
+    /// OpenAI.
+    pub provider: Provider,
+    pub openai: Option<OpenAiConfig>,
+    /// `MODERATION_THRESHOLDS` over the defaults.
+    pub policy: Policy,
+    pub operators: OperatorAuth,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let openai = OpenAiConfig::from_env(env)?;
+        Ok(Config {
+            stage: StageConfig::from_env(env, Event::Ready)?,
+            provider: Provider::from_env(env, "MODERATION_PROVIDER", openai.as_ref())?,
+            openai,
+            policy: Policy::from_env(env)?,
+            operators: OperatorAuth::from_env(env)?,
+        })
+    }
+}

@@ -1,0 +1,33 @@
+//! What the handlers share.
+
+use std::sync::Arc;
+
+use shared::moderation::Moderator;
+use shared::operator::{HasOperatorAuth, OperatorAuth};
+use shared::outbox::Outbox;
+use shared::push::{HasPushAuth, PushAuth};
+use sqlx::PgPool;
+
+use crate::config::Config;
+
+/// Handlers share the state through an `Arc`.
+pub type AppState = Arc<Inner>;
+
+pub struct Inner {
+    pub config: Config,
+    pub pool: PgPool,
+    pub outbox: Outbox,
+    pub moderator: Arc<dyn Moderator>,
+}
+
+impl HasPushAuth for Inner {
+    fn push_auth(&self) -> &PushAuth {
+        &self.config.stage.push_auth
+    }
+}
+
+impl HasOperatorAuth for Inner {
+    fn operator_auth(&self) -> &OperatorAuth {
+        &self.config.operators
+    }
+}
