@@ -18,6 +18,7 @@
 mod gcs;
 pub mod memory;
 pub mod openai_fake;
+pub mod pipeline;
 mod postgres;
 mod process;
 mod pubsub;

@@ -1,20 +1,15 @@
 //! `dev/station`: the station on embedded defaults, with no cloud account and no API key.
 //!
-//! Starts throwaway Postgres + pgvector and the Pub/Sub emulator on free loopback ports,
-//! then ingest (anonymous auth, uploads on the local disk), prints where to POST, and
-//! logs every `submission-ingested` message as it arrives. Ctrl-C stops everything and
-//! removes the throwaway data.
-
-use std::process::Command;
-use std::time::Duration;
+//! Starts throwaway Postgres + pgvector, the Pub/Sub emulator and fake-gcs-server on free
+//! loopback ports, then the pipeline (ingest on 127.0.0.1:8080 with anonymous listeners,
+//! embed and moderate behind emulator push subscriptions, local models), prints where to
+//! POST and how to review held submissions, and logs every submission that becomes ready
+//! for air. Ctrl-C stops everything and removes the throwaway data.
 
 use anyhow::{Context, Result};
-use shared::bus::{Bus, BusConfig};
 use shared::message::SubmissionEvent;
-use testkit::{Postgres, PubsubEmulator, spawn_logged_with, wait_until};
-
-const PROJECT: &str = "radio24-local";
-const TOPIC: &str = "submission-ingested";
+use testkit::pipeline::{Pipeline, PipelineOptions};
+use testkit::{FakeGcs, Postgres, PubsubEmulator};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -22,94 +17,73 @@ async fn main() -> Result<()> {
         Ok(p) => p.parse().context("INGEST_PORT must be a port number")?,
         Err(_) => 8080,
     };
-    let uploads = std::env::var("UPLOADS_URL").unwrap_or_else(|_| "file:var/uploads".into());
-    let bin_dir = std::env::current_exe()?
-        .parent()
-        .context("binary directory")?
-        .to_path_buf();
-
-    eprintln!("starting Postgres + pgvector and the Pub/Sub emulator ...");
-    let (pg, emulator) = tokio::try_join!(Postgres::start(), PubsubEmulator::start())?;
-    let db_url = pg.create_database().await?;
-    let bus = Bus::connect(&BusConfig::new(PROJECT).with_emulator_host(emulator.host())).await?;
-    bus.ensure_topic(TOPIC).await?;
-    bus.ensure_pull_subscription(TOPIC, "station-monitor", Duration::from_secs(60))
-        .await?;
-
-    let log = std::env::temp_dir().join(format!("radio24-ingest-{port}.log"));
-    let mut cmd = Command::new(bin_dir.join("ingest"));
-    cmd.env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("AUTH_MODE", "anonymous")
-        .env("DATABASE_URL", &db_url)
-        .env("PUBSUB_EMULATOR_HOST", emulator.host())
-        .env("GOOGLE_CLOUD_PROJECT", PROJECT)
-        .env("UPLOADS_URL", &uploads)
-        .env("OUTBOX_GRACE", "2s");
-    let ingest = spawn_logged_with(
-        cmd,
-        &log,
-        testkit::Shutdown::Signal {
-            signal: libc::SIGTERM,
-            grace: Duration::from_secs(10),
-        },
-    )?;
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let ready = wait_until("ingest /readyz", Duration::from_secs(30), || async {
-        client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
-    if let Err(e) = ready {
-        eprintln!("{}", ingest.log_tail(30));
-        return Err(e.context(format!(
-            "ingest did not become ready; log: {}",
-            log.display()
-        )));
-    }
-
+    eprintln!("starting Postgres + pgvector, the Pub/Sub emulator and fake-gcs-server ...");
+    let (pg, emulator, gcs) =
+        tokio::try_join!(Postgres::start(), PubsubEmulator::start(), FakeGcs::start())?;
+    eprintln!("starting ingest, embed and moderate (loading the local models) ...");
+    let options = PipelineOptions {
+        ingest_port: port,
+        ..PipelineOptions::default()
+    };
+    let p = Pipeline::start(&pg, &emulator, &gcs, options).await?;
+    let base = &p.ingest_url;
+    let review = &p.moderate_url;
     println!(
-        "\nRadio24 is running locally (embedded defaults: anonymous listeners, uploads in {uploads}).\n\
+        "\nRadio24 is running locally (embedded defaults: anonymous listeners, local models).\n\
          \n  Post text:   curl -i -X POST {base}/v1/submissions -H 'content-type: application/json' -d '{{\"text\":\"Hello Radio24!\"}}'\
-         \n  Post audio:  curl -i -X POST {base}/v1/submissions -F audio=@shared/tests/fixtures/audio/speech.ogg\
+         \n  Post audio:  curl -i -X POST {base}/v1/submissions -F audio=@shared/tests/fixtures/audio/speech.webm\
          \n  Status:      curl {base}/v1/submissions/<id>\
-         \n  Health:      curl {base}/readyz\
-         \n\n  Postgres:    {db_url}\
-         \n  Pub/Sub:     PUBSUB_EMULATOR_HOST={}  (project {PROJECT})\
-         \n  ingest log:  {}\
-         \n\nEvery submission-ingested message is printed below. Ctrl-C stops the station.\n",
+         \n  Held:        curl {review}/v1/held\
+         \n  Approve:     curl -X POST {review}/v1/held/<id>/decision -H 'content-type: application/json' -d '{{\"decision\":\"approve\"}}'\
+         \n\n  Postgres:    {}\
+         \n  Pub/Sub:     PUBSUB_EMULATOR_HOST={}  (project {})\
+         \n  logs:        {}\
+         \n\nEvery submission that is ready for air is printed below. Ctrl-C stops the station.\n",
+        p.db_url,
         emulator.host(),
-        log.display()
+        testkit::pipeline::PROJECT,
+        p.logs().display()
     );
 
-    let mut monitor = bus.subscribe("station-monitor").await?;
+    let mut ready = p.ready().await?;
     loop {
         tokio::select! {
             _ = shared::http::shutdown_signal() => break,
-            msg = monitor.next() => match msg {
+            msg = ready.next() => match msg {
                 Some(Ok(m)) => {
                     match SubmissionEvent::decode(&m.data) {
-                        Ok(ev) => println!("{} {} {:?} {}", ev.occurred_at.format("%H:%M:%S%.3f"), ev.event.as_str(), ev.kind, ev.submission_id),
+                        Ok(ev) => {
+                            let words: Option<String> = sqlx::query_scalar(
+                                "SELECT coalesce(text, transcript) FROM submission WHERE id = $1",
+                            )
+                            .bind(ev.submission_id)
+                            .fetch_optional(&p.db)
+                            .await
+                            .ok()
+                            .flatten();
+                            println!(
+                                "{} ready {:?} {} {:?}",
+                                ev.occurred_at.format("%H:%M:%S%.3f"),
+                                ev.kind,
+                                ev.submission_id,
+                                words.unwrap_or_default()
+                            );
+                        }
                         Err(e) => println!("undecodable message {}: {e}", m.message_id),
                     }
                     m.ack();
                 }
-                Some(Err(e)) => eprintln!("monitor: {e}"),
+                Some(Err(e)) => eprintln!("ready listener: {e}"),
                 None => break,
             },
         }
-        if !ingest.is_running() {
-            eprintln!("ingest exited:\n{}", ingest.log_tail(30));
-            break;
+        for child in [&p.ingest, &p.embed, &p.moderate] {
+            if !child.is_running() {
+                eprintln!("{} exited:\n{}", child.name(), child.log_tail(30));
+                anyhow::bail!("{} exited", child.name());
+            }
         }
     }
     eprintln!("stopping ...");
-    ingest.kill();
-    drop(pg);
-    drop(emulator);
     Ok(())
 }
