@@ -202,6 +202,32 @@ impl FromStr for RateLimit {
     }
 }
 
+/// A process environment variable that is set and not empty (model directories and other
+/// paths read outside a service's [`Env`]).
+pub fn process_var(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// Where a local model's files are: `$<var>` if set, else
+/// `$RADIO24_CACHE/tools/models/<name>` (cache root defaulting to `$HOME/.cache/radio24`),
+/// where `dev/install-tools` puts them.
+pub fn model_dir(var: &str, name: &str) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(dir) = process_var(var) {
+        return PathBuf::from(dir);
+    }
+    let cache = process_var("RADIO24_CACHE").map_or_else(
+        || {
+            process_var("HOME")
+                .map_or_else(std::env::temp_dir, PathBuf::from)
+                .join(".cache")
+                .join("radio24")
+        },
+        PathBuf::from,
+    );
+    cache.join("tools").join("models").join(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,30 +255,4 @@ mod tests {
         assert_eq!("off".parse::<RateLimit>().unwrap(), RateLimit::OFF);
         assert!("0/s".parse::<RateLimit>().is_err());
     }
-}
-
-/// A process environment variable that is set and not empty (model directories and other
-/// paths read outside a service's [`Env`]).
-pub fn process_var(name: &str) -> Option<std::ffi::OsString> {
-    std::env::var_os(name).filter(|v| !v.is_empty())
-}
-
-/// Where a local model's files are: `$<var>` if set, else
-/// `$RADIO24_CACHE/tools/models/<name>` (cache root defaulting to `$HOME/.cache/radio24`),
-/// where `dev/install-tools` puts them.
-pub fn model_dir(var: &str, name: &str) -> std::path::PathBuf {
-    use std::path::PathBuf;
-    if let Some(dir) = process_var(var) {
-        return PathBuf::from(dir);
-    }
-    let cache = process_var("RADIO24_CACHE").map_or_else(
-        || {
-            process_var("HOME")
-                .map_or_else(std::env::temp_dir, PathBuf::from)
-                .join(".cache")
-                .join("radio24")
-        },
-        PathBuf::from,
-    );
-    cache.join("tools").join("models").join(name)
 }
