@@ -46,6 +46,9 @@ async fn main() -> Result<()> {
     );
 
     let mut ready = p.ready().await?;
+    // Pub/Sub delivers at least once; the host-streamer's claim makes repeats harmless, and
+    // the monitor says when it sees one.
+    let mut seen = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = shared::http::shutdown_signal() => break,
@@ -61,8 +64,9 @@ async fn main() -> Result<()> {
                             .await
                             .ok()
                             .flatten();
+                            let again = if seen.insert(ev.submission_id) { "" } else { " (delivered again)" };
                             println!(
-                                "{} ready {:?} {} {:?}",
+                                "{} ready {:?} {} {:?}{again}",
                                 ev.occurred_at.format("%H:%M:%S%.3f"),
                                 ev.kind,
                                 ev.submission_id,
