@@ -1,0 +1,15 @@
+//! The audio engine's core, after Liquidsoap's source model: sources that may fail to
+//! deliver, composed under fallbacks into an output that cannot; and a watchdog that
+//! listens to the final mix, not to what inputs claim about themselves.
+//!
+//! Audio is 48 kHz stereo f32, in fixed 20 ms frames (960 sample pairs, interleaved).
+
+pub mod engine;
+pub mod frame;
+pub mod source;
+pub mod watchdog;
+
+pub use engine::{Engine, EngineStats};
+pub use frame::{CHANNELS, FRAME_DURATION, FRAME_LEN, FRAME_SAMPLES, Frame, SAMPLE_RATE};
+pub use source::{Fallback, Pull, Source, Tone};
+pub use watchdog::{SilenceWatchdog, WatchdogConfig};

@@ -1,0 +1,4 @@
+//! Radio24 host-streamer: the long-lived process that turns the program schedule and ready
+//! submissions into a continuous audio stream.
+
+pub mod audio;
