@@ -4,11 +4,13 @@
 //!
 //! Audio is 48 kHz stereo f32, in fixed 20 ms frames (960 sample pairs, interleaved).
 
+pub mod duck;
 pub mod engine;
 pub mod frame;
 pub mod source;
 pub mod watchdog;
 
+pub use duck::{Ducking, DuckingConfig};
 pub use engine::{Engine, EngineStats};
 pub use frame::{CHANNELS, FRAME_DURATION, FRAME_LEN, FRAME_SAMPLES, Frame, SAMPLE_RATE};
 pub use source::{Fallback, Pull, Source, Tone};
