@@ -2,6 +2,7 @@
 //! emergency source when the program has nothing, and the emergency source for a while
 //! when the silence watchdog hears dead air on the final mix, whatever the program claims.
 
+use super::declick::Declick;
 use super::frame::{FRAME_DURATION, Frame};
 use super::source::{Pull, Source};
 use super::watchdog::{SilenceWatchdog, WatchdogConfig};
@@ -25,6 +26,9 @@ pub struct Engine {
     hold_frames: u32,
     frame: Frame,
     stats: EngineStats,
+    /// Whether the last frame came from the emergency source.
+    was_emergency: bool,
+    declick: Declick,
 }
 
 impl Engine {
@@ -44,6 +48,8 @@ impl Engine {
             hold_frames: hold_frames.max(1),
             frame: Frame::silent(),
             stats: EngineStats::default(),
+            was_emergency: false,
+            declick: Declick::default(),
         }
     }
 
@@ -90,6 +96,9 @@ impl Engine {
         if emergency {
             self.stats.emergency_frames += 1;
         }
+        self.declick
+            .apply(&mut self.frame, emergency != self.was_emergency);
+        self.was_emergency = emergency;
         &self.frame
     }
 

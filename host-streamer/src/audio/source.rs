@@ -4,6 +4,7 @@
 
 use std::f32::consts::TAU;
 
+use super::declick::Declick;
 use super::frame::{CHANNELS, FRAME_LEN, Frame, SAMPLE_RATE};
 
 /// What a source did with a frame.
@@ -73,6 +74,7 @@ pub struct Fallback {
     name: String,
     sources: Vec<Box<dyn Source>>,
     current: Option<usize>,
+    declick: Declick,
 }
 
 impl Fallback {
@@ -81,6 +83,7 @@ impl Fallback {
             name: name.into(),
             sources,
             current: None,
+            declick: Declick::default(),
         }
     }
 
@@ -102,10 +105,12 @@ impl Source for Fallback {
     fn fill(&mut self, frame: &mut Frame) -> Pull {
         for (i, source) in self.sources.iter_mut().enumerate() {
             if source.is_ready() && source.fill(frame) == Pull::Audio {
+                let switched = self.current.is_some_and(|c| c != i);
                 if self.current != Some(i) {
                     tracing::info!(fallback = %self.name, to = source.name(), "switching source");
                     self.current = Some(i);
                 }
+                self.declick.apply(frame, switched);
                 return Pull::Audio;
             }
         }
