@@ -71,3 +71,15 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
     )
 }
+
+/// How an HTTP handler answers a database error: `None` (logged here) when the database is
+/// away or overloaded, so the client comes back instead of being blamed (503); otherwise
+/// the error, which is a bug or a broken invariant (500).
+pub fn unless_unavailable(e: sqlx::Error) -> Option<sqlx::Error> {
+    if is_unavailable(&e) {
+        tracing::warn!(error = %e, "database unavailable");
+        None
+    } else {
+        Some(e)
+    }
+}

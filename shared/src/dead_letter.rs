@@ -101,7 +101,6 @@ pub async fn command(env: &Env, input: Event) -> anyhow::Result<()> {
     let report = replay(&bus, &subscription, &topic, options)
         .await
         .with_context(|| format!("replaying {subscription} to {topic}"))?;
-    bus.flush().await;
     println!(
         "replayed {} message(s) from {subscription} to {topic}",
         report.replayed

@@ -92,6 +92,15 @@ impl StageConfig {
     }
 }
 
+/// The routes every stage serves: `GET /healthz` and `POST /push` (Pub/Sub's endpoint).
+pub fn routes<S: Clone + Send + Sync + 'static>(
+    push: axum::routing::MethodRouter<S>,
+) -> axum::Router<S> {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(crate::http::healthz))
+        .route("/push", push)
+}
+
 /// Runs `work` on one push delivery: an unusable envelope or a message that is not a
 /// submission event is acknowledged as a permanent failure (it can never succeed), and work
 /// that overruns `deadline` answers `Retry` so Pub/Sub redelivers it.

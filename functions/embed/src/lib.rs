@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::post;
 use shared::embedding::{Embedder, LocalMiniLm};
 use shared::openai::{OpenAiClient, OpenAiEmbedder};
 use shared::pipeline::StageResources;
@@ -63,9 +63,6 @@ pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, R
         transcriber,
         store,
     });
-    let router = Router::new()
-        .route("/healthz", get(shared::http::healthz))
-        .route("/push", post(handler::push))
-        .with_state(state.clone());
+    let router = shared::pipeline::routes(post(handler::push)).with_state(state.clone());
     Ok((listener, shared::http::finish_router(router), state))
 }

@@ -36,13 +36,9 @@ pub enum Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        // Overload or the database is away: tell the client to come back rather than
-        // blaming it.
-        if shared::db::is_unavailable(&e) {
-            tracing::warn!(error = %e, "database unavailable");
-            Error::Unavailable("database unavailable".into())
-        } else {
-            Error::Internal(e.into())
+        match shared::db::unless_unavailable(e) {
+            None => Error::Unavailable("database unavailable".into()),
+            Some(e) => Error::Internal(e.into()),
         }
     }
 }

@@ -24,11 +24,9 @@ pub enum Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        if shared::db::is_unavailable(&e) {
-            tracing::warn!(error = %e, "database unavailable");
-            Error::Unavailable("database unavailable".into())
-        } else {
-            Error::Internal(e.into())
+        match shared::db::unless_unavailable(e) {
+            None => Error::Unavailable("database unavailable".into()),
+            Some(e) => Error::Internal(e.into()),
         }
     }
 }

@@ -41,9 +41,7 @@ pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, R
         outbox,
         moderator,
     });
-    let router = Router::new()
-        .route("/healthz", get(shared::http::healthz))
-        .route("/push", post(handler::push))
+    let router = shared::pipeline::routes(post(handler::push))
         .route("/v1/held", get(review::list))
         .route("/v1/held/{id}/decision", post(review::decide))
         .with_state(state.clone());

@@ -55,11 +55,6 @@ impl Ducking {
             scratch: Frame::silent(),
         }
     }
-
-    /// The bed's gain after the last frame (1 = full level).
-    pub fn bed_gain(&self) -> f32 {
-        self.gain
-    }
 }
 
 impl Source for Ducking {

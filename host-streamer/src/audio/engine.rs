@@ -3,7 +3,7 @@
 //! when the silence watchdog hears dead air on the final mix, whatever the program claims.
 
 use super::declick::Declick;
-use super::frame::{FRAME_DURATION, Frame};
+use super::frame::{Frame, frames_in};
 use super::source::{Pull, Source};
 use super::watchdog::{SilenceWatchdog, WatchdogConfig};
 
@@ -39,13 +39,12 @@ impl Engine {
         emergency: Box<dyn Source>,
         watchdog: WatchdogConfig,
     ) -> Self {
-        let hold_frames = (watchdog.hold.as_micros() / FRAME_DURATION.as_micros()) as u32;
         Engine {
             program,
             emergency,
             watchdog: SilenceWatchdog::new(watchdog),
             hold_frames_left: 0,
-            hold_frames: hold_frames.max(1),
+            hold_frames: frames_in(watchdog.hold),
             frame: Frame::silent(),
             stats: EngineStats::default(),
             was_emergency: false,
@@ -55,11 +54,6 @@ impl Engine {
 
     pub fn stats(&self) -> EngineStats {
         self.stats
-    }
-
-    /// Whether the emergency source is on air because of the watchdog.
-    pub fn in_emergency(&self) -> bool {
-        self.hold_frames_left > 0
     }
 
     /// The next 20 ms of output. Never fails, never blocks.
@@ -117,6 +111,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::audio::frame::FRAME_DURATION;
     use crate::audio::source::Tone;
 
     /// A program source scripted frame by frame: plays a tone, has nothing, or claims to

@@ -10,6 +10,12 @@ pub const FRAME_LEN: usize = (SAMPLE_RATE as usize / 1000) * 20;
 /// Interleaved samples per frame.
 pub const FRAME_SAMPLES: usize = FRAME_LEN * CHANNELS;
 
+/// How many whole frames `d` lasts, at least one.
+pub fn frames_in(d: Duration) -> u32 {
+    let frames = d.as_micros() / FRAME_DURATION.as_micros();
+    u32::try_from(frames).unwrap_or(u32::MAX).max(1)
+}
+
 /// Interleaved stereo samples in -1..=1.
 #[derive(Clone, PartialEq)]
 pub struct Frame {
@@ -45,9 +51,5 @@ impl Frame {
         let sum: f32 = self.samples.iter().map(|s| s * s).sum();
         let rms = (sum / FRAME_SAMPLES as f32).sqrt();
         20.0 * rms.log10()
-    }
-
-    pub fn copy_from(&mut self, other: &Frame) {
-        self.samples.copy_from_slice(&other.samples[..]);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::frame::{FRAME_DURATION, Frame};
+use super::frame::{FRAME_DURATION, Frame, frames_in};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WatchdogConfig {
@@ -37,16 +37,11 @@ pub struct SilenceWatchdog {
 
 impl SilenceWatchdog {
     pub fn new(config: WatchdogConfig) -> Self {
-        let limit_frames = (config.max_silence.as_micros() / FRAME_DURATION.as_micros()) as u32;
         SilenceWatchdog {
+            limit_frames: frames_in(config.max_silence),
             config,
             silent_frames: 0,
-            limit_frames: limit_frames.max(1),
         }
-    }
-
-    pub fn config(&self) -> &WatchdogConfig {
-        &self.config
     }
 
     /// Looks at one output frame; `true` when the silence has now lasted too long.
