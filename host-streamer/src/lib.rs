@@ -2,3 +2,5 @@
 //! submissions into a continuous audio stream.
 
 pub mod audio;
+pub mod metrics;
+pub mod voice;

@@ -8,6 +8,7 @@ pub mod declick;
 pub mod duck;
 pub mod engine;
 pub mod frame;
+pub mod resample;
 pub mod source;
 pub mod watchdog;
 

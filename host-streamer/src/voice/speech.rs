@@ -1,0 +1,231 @@
+//! The hand-over between a voice (async, bursty: a Realtime session sends audio faster
+//! than real time, then nothing while it thinks) and the engine (one frame every 20 ms).
+//! Voices write 48 kHz mono into a shared buffer; the engine reads it as a [`Source`]
+//! that is ready only while it has audio, so a stalled voice lets the bed come back up
+//! instead of putting silence on air.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::audio::resample::{Resampler, pcm16_to_f32};
+use crate::audio::{CHANNELS, FRAME_LEN, Frame, Pull, SAMPLE_RATE, Source};
+
+/// Audio buffered before a streamed utterance starts to play, so network jitter does not
+/// cut it into pieces.
+pub const PRE_ROLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Default)]
+struct State {
+    samples: VecDeque<f32>,
+    /// A voice is writing an utterance that has not ended yet.
+    open: bool,
+    /// The engine has started playing the current utterance (pre-roll reached).
+    playing: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when the buffer runs empty after an utterance ended.
+    drained: Notify,
+}
+
+/// Creates the two ends of one speech channel.
+pub fn channel(name: &str) -> (SpeechWriter, SpeechSource) {
+    let shared = Arc::new(Shared::default());
+    (
+        SpeechWriter {
+            shared: shared.clone(),
+            resampler: None,
+            scratch: Vec::new(),
+            converted: Vec::new(),
+        },
+        SpeechSource {
+            name: name.to_owned(),
+            shared,
+        },
+    )
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
+    shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The voice's end. One utterance at a time: [`SpeechWriter::begin`], pushes,
+/// [`SpeechWriter::end`] (or [`SpeechWriter::abandon`] when the voice failed half-way).
+pub struct SpeechWriter {
+    shared: Arc<Shared>,
+    resampler: Option<Resampler>,
+    scratch: Vec<f32>,
+    converted: Vec<f32>,
+}
+
+impl std::fmt::Debug for SpeechWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpeechWriter").finish_non_exhaustive()
+    }
+}
+
+impl SpeechWriter {
+    pub fn begin(&mut self) {
+        self.resampler = None;
+        let mut state = lock(&self.shared);
+        state.open = true;
+    }
+
+    /// Mono 16-bit PCM at `rate` Hz.
+    pub fn push_pcm16(&mut self, rate: u32, samples: &[i16]) {
+        self.scratch.clear();
+        pcm16_to_f32(samples, &mut self.scratch);
+        let scratch = std::mem::take(&mut self.scratch);
+        self.push_f32(rate, &scratch);
+        self.scratch = scratch;
+    }
+
+    /// Mono f32 samples at `rate` Hz.
+    pub fn push_f32(&mut self, rate: u32, samples: &[f32]) {
+        let resampler = match &mut self.resampler {
+            Some(r) if r.rates() == (rate, SAMPLE_RATE) => r,
+            slot => slot.insert(Resampler::new(rate, SAMPLE_RATE)),
+        };
+        self.converted.clear();
+        resampler.process(samples, &mut self.converted);
+        lock(&self.shared).samples.extend(&self.converted);
+    }
+
+    /// The utterance is complete: what is buffered plays out.
+    pub fn end(&mut self) {
+        self.converted.clear();
+        if let Some(r) = &mut self.resampler {
+            r.flush(&mut self.converted);
+        }
+        self.resampler = None;
+        let mut state = lock(&self.shared);
+        state.samples.extend(&self.converted);
+        state.open = false;
+        if state.samples.is_empty() {
+            state.playing = false;
+            self.shared.drained.notify_waiters();
+        }
+    }
+
+    /// The voice failed half-way: drop what has not played yet so another voice can say
+    /// the same thing from the start.
+    pub fn abandon(&mut self) {
+        self.resampler = None;
+        let mut state = lock(&self.shared);
+        state.samples.clear();
+        state.open = false;
+        state.playing = false;
+        self.shared.drained.notify_waiters();
+    }
+
+    /// Audio written but not played yet.
+    pub fn queued(&self) -> Duration {
+        let n = lock(&self.shared).samples.len();
+        Duration::from_secs_f64(n as f64 / f64::from(SAMPLE_RATE))
+    }
+
+    /// Waits until the last ended utterance has been played out.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.shared.drained.notified();
+            {
+                let state = lock(&self.shared);
+                if !state.open && state.samples.is_empty() {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The engine's end: plays the buffered speech, 48 kHz mono duplicated to both channels.
+pub struct SpeechSource {
+    name: String,
+    shared: Arc<Shared>,
+}
+
+impl Source for SpeechSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn is_ready(&self) -> bool {
+        let state = lock(&self.shared);
+        let pre_roll = (PRE_ROLL.as_secs_f64() * f64::from(SAMPLE_RATE)) as usize;
+        if state.playing || !state.open {
+            // Playing, or a finished utterance: play whatever there is.
+            !state.samples.is_empty()
+        } else {
+            state.samples.len() >= pre_roll
+        }
+    }
+
+    fn fill(&mut self, frame: &mut Frame) -> Pull {
+        if !self.is_ready() {
+            return Pull::Unavailable;
+        }
+        let mut state = lock(&self.shared);
+        state.playing = true;
+        let n = state.samples.len().min(FRAME_LEN);
+        for (pair, s) in frame
+            .samples
+            .chunks_exact_mut(CHANNELS)
+            .zip(state.samples.drain(..n))
+        {
+            pair.fill(s);
+        }
+        for pair in frame.samples.chunks_exact_mut(CHANNELS).skip(n) {
+            pair.fill(0.0);
+        }
+        if state.samples.is_empty() && !state.open {
+            state.playing = false;
+            self.shared.drained.notify_waiters();
+        }
+        Pull::Audio
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn speech_waits_for_pre_roll_then_plays_out_and_signals_drained() {
+        let (mut writer, mut source) = channel("voice");
+        assert!(!source.is_ready());
+        writer.begin();
+        // 100 ms at 24 kHz: under the pre-roll, not played yet.
+        writer.push_pcm16(24_000, &[1000; 2_400]);
+        assert!(!source.is_ready());
+        writer.push_pcm16(24_000, &[1000; 4_800]);
+        assert!(source.is_ready());
+        writer.end();
+        let mut frame = Frame::silent();
+        let mut frames = 0;
+        while source.fill(&mut frame) == Pull::Audio {
+            frames += 1;
+        }
+        // 300 ms of audio = 15 frames, and the resampler's tail (32 input samples) ends
+        // in a 16th, padded with silence.
+        assert_eq!(frames, 16);
+        tokio::time::timeout(Duration::from_secs(1), writer.drained())
+            .await
+            .expect("drained once played out");
+    }
+
+    #[test]
+    fn abandon_drops_what_has_not_played() {
+        let (mut writer, source) = channel("voice");
+        writer.begin();
+        writer.push_pcm16(48_000, &[1000; 48_000]);
+        writer.abandon();
+        assert!(!source.is_ready());
+        assert_eq!(writer.queued(), Duration::ZERO);
+    }
+}
