@@ -23,6 +23,7 @@ pub mod problem;
 pub mod process;
 pub mod provider;
 pub mod push;
+pub mod resample;
 pub mod retry;
 pub mod store;
 pub mod submission;

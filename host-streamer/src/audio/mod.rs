@@ -8,7 +8,6 @@ pub mod declick;
 pub mod duck;
 pub mod engine;
 pub mod frame;
-pub mod resample;
 pub mod source;
 pub mod watchdog;
 

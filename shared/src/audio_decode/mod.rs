@@ -13,7 +13,6 @@
 mod mp3;
 mod ogg;
 mod opus;
-mod resample;
 mod wav;
 mod webm;
 
@@ -21,7 +20,7 @@ use std::time::Duration;
 
 use crate::audio_probe::{AudioFormat, ProbeError, probe};
 
-pub use resample::resample;
+use crate::resample::resample;
 
 /// The rate of every decoded signal: what Whisper and most speech models take.
 pub const SAMPLE_RATE: u32 = 16_000;

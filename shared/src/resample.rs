@@ -1,4 +1,6 @@
-//! Sample-rate conversion with a Kaiser-windowed sinc (band-limited interpolation).
+//! Sample-rate conversion with a Kaiser-windowed sinc (band-limited interpolation):
+//! [`resample`] for a whole signal (uploads going to speech models), [`Resampler`] for a
+//! stream arriving in chunks (voices going on air), both with the same filter.
 //!
 //! Decimating without a low-pass filter folds everything above the new Nyquist frequency
 //! back into the speech band; this filters first. The filter is tabulated per fractional
@@ -18,33 +20,114 @@ const MAX_PHASES: u64 = 1024;
 
 /// Converts `input` at `from` Hz to `to` Hz. Both rates must be non-zero.
 pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
-    assert!(from > 0 && to > 0, "sample rates must be positive");
+    let r = Resampler::new(from, to);
     if from == to || input.is_empty() {
         return input.to_vec();
     }
-    let g = gcd(u64::from(from), u64::from(to));
     // Output sample n sits at input position n * down / up.
-    let (up, down) = (u64::from(to) / g, u64::from(from) / g);
-    let phases = up.min(MAX_PHASES);
-    let filter = Filter::new(f64::from(to) / f64::from(from), phases as usize);
-
-    let len = input.len() as u64;
-    let out_len = (len * up).div_ceil(down);
-    let mut out = Vec::with_capacity(out_len as usize);
-    for n in 0..out_len {
-        let position = n * down;
-        let mut base = position / up;
-        // Exact when every phase is tabulated; otherwise the nearest tabulated one.
-        let mut phase = ((position % up) * phases + up / 2) / up;
-        if phase == phases {
-            base += 1;
-            phase = 0;
-        }
-        out.push(filter.apply(input, base as usize, phase as usize));
-    }
-    out
+    let out_len = (input.len() as u64 * r.up).div_ceil(r.down);
+    (0..out_len)
+        .map(|n| {
+            let (base, phase) = position(n * r.down, r.up, r.phases);
+            r.filter.apply(input, base as usize, phase as usize)
+        })
+        .collect()
 }
 
+/// Converts a stream that arrives in chunks, keeping the filter's history between chunks
+/// so that chunk boundaries leave no trace: the concatenated output equals [`resample`] of
+/// the whole input, cut where the input so far allows (the filter reaches a few samples
+/// ahead, so output lags input by that much until [`Resampler::flush`]).
+#[derive(Debug, Clone)]
+pub struct Resampler {
+    from: u32,
+    to: u32,
+    up: u64,
+    down: u64,
+    phases: u64,
+    filter: Filter,
+    /// Pending input; index `reach` is the sample at `origin`.
+    input: Vec<f32>,
+    /// Position of the next output sample, in 1/`up` input samples from `origin`.
+    next: u64,
+}
+
+impl Resampler {
+    pub fn new(from: u32, to: u32) -> Self {
+        assert!(from > 0 && to > 0, "sample rates must be positive");
+        let g = gcd(u64::from(from), u64::from(to));
+        let (up, down) = (u64::from(to) / g, u64::from(from) / g);
+        let phases = up.min(MAX_PHASES);
+        let filter = Filter::new(f64::from(to) / f64::from(from), phases as usize);
+        Resampler {
+            from,
+            to,
+            up,
+            down,
+            phases,
+            // Silence before the stream, as the one-shot function assumes.
+            input: vec![0.0; filter.reach],
+            filter,
+            next: 0,
+        }
+    }
+
+    /// `(from, to)` in Hz.
+    pub fn rates(&self) -> (u32, u32) {
+        (self.from, self.to)
+    }
+
+    /// Appends every output sample the input so far determines.
+    pub fn process(&mut self, chunk: &[f32], out: &mut Vec<f32>) {
+        if self.up == self.down {
+            out.extend_from_slice(chunk);
+            return;
+        }
+        self.input.extend_from_slice(chunk);
+        loop {
+            let (base, phase) = position(self.next, self.up, self.phases);
+            // The filter reaches `reach` samples either side of `base` (buffer index
+            // `base + reach`).
+            if base as usize + self.filter.taps > self.input.len() {
+                break;
+            }
+            out.push(self.filter.apply(
+                &self.input,
+                base as usize + self.filter.reach,
+                phase as usize,
+            ));
+            self.next += self.down;
+        }
+        // Drop what no later output reaches.
+        let consumed = (self.next / self.up) as usize;
+        if consumed > 0 {
+            self.input.drain(..consumed.min(self.input.len()));
+            self.next -= consumed as u64 * self.up;
+        }
+    }
+
+    /// The stream ended: pushes out the samples still held back by the filter's reach
+    /// (as if silence followed) and starts afresh.
+    pub fn flush(&mut self, out: &mut Vec<f32>) {
+        let tail = vec![0.0; self.filter.reach];
+        self.process(&tail, out);
+        *self = Resampler::new(self.from, self.to);
+    }
+}
+
+/// Input sample and filter phase of output position `position` (in 1/`up` samples).
+/// Exact when every phase is tabulated; otherwise the nearest tabulated one.
+fn position(position: u64, up: u64, phases: u64) -> (u64, u64) {
+    let mut base = position / up;
+    let mut phase = ((position % up) * phases + up / 2) / up;
+    if phase == phases {
+        base += 1;
+        phase = 0;
+    }
+    (base, phase)
+}
+
+#[derive(Debug, Clone)]
 struct Filter {
     /// `phases` rows of `taps` coefficients; row p is for position `base + p / phases`.
     table: Vec<f32>,
@@ -177,6 +260,43 @@ mod tests {
         // 12 kHz cannot exist at 16 kHz; naive decimation would fold it to 4 kHz at full level.
         let out = resample(&tone(12_000.0, 48_000, 0.5), 48_000, 16_000);
         assert!(middle_rms(&out) < 1e-3, "rms {}", middle_rms(&out));
+    }
+
+    #[test]
+    fn a_stream_in_any_chunking_matches_the_whole_signal() {
+        for (from, to) in [
+            (24_000, 48_000),
+            (22_050, 48_000),
+            (48_000, 16_000),
+            (44_101, 16_000),
+        ] {
+            let input = tone(440.0, from, 0.3);
+            let whole = resample(&input, from, to);
+            for chunk in [1, 317, 4_800] {
+                let mut r = Resampler::new(from, to);
+                let mut streamed = Vec::new();
+                for part in input.chunks(chunk) {
+                    r.process(part, &mut streamed);
+                }
+                let before_flush = streamed.len();
+                r.flush(&mut streamed);
+                assert!(
+                    before_flush < whole.len(),
+                    "{from}->{to}: the reach is held back"
+                );
+                let n = whole.len().min(streamed.len());
+                assert!(
+                    streamed.len().abs_diff(whole.len()) <= 2,
+                    "{from}->{to} by {chunk}"
+                );
+                let worst = whole[..n]
+                    .iter()
+                    .zip(&streamed[..n])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-6, "{from}->{to} by {chunk}: {worst}");
+            }
+        }
     }
 
     #[test]
