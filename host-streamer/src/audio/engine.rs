@@ -4,6 +4,7 @@
 
 use super::declick::Declick;
 use super::frame::{Frame, frames_in};
+use super::loudness::{LoudnessConfig, Normalizer};
 use super::source::{Pull, Source};
 use super::watchdog::{SilenceWatchdog, WatchdogConfig};
 
@@ -29,6 +30,7 @@ pub struct Engine {
     /// Whether the last frame came from the emergency source.
     was_emergency: bool,
     declick: Declick,
+    normalizer: Option<Normalizer>,
 }
 
 impl Engine {
@@ -49,7 +51,19 @@ impl Engine {
             stats: EngineStats::default(),
             was_emergency: false,
             declick: Declick::default(),
+            normalizer: None,
         }
+    }
+
+    /// Normalises the output's loudness (before the watchdog listens to it).
+    pub fn with_loudness(mut self, config: LoudnessConfig) -> Self {
+        self.normalizer = Some(Normalizer::new(config));
+        self
+    }
+
+    /// Short-term loudness of the output before normalisation, LUFS.
+    pub fn loudness(&self) -> Option<f32> {
+        self.normalizer.as_ref().map(Normalizer::loudness)
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -70,6 +84,9 @@ impl Engine {
         }
         if emergency {
             self.play_emergency();
+        }
+        if let Some(n) = &mut self.normalizer {
+            n.process(&mut self.frame);
         }
         if self.watchdog.observe(&self.frame) {
             self.stats.silence_events += 1;

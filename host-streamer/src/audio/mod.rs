@@ -8,11 +8,17 @@ pub mod declick;
 pub mod duck;
 pub mod engine;
 pub mod frame;
+pub mod loudness;
+pub mod pace;
 pub mod source;
+pub mod synth;
 pub mod watchdog;
 
 pub use duck::{Ducking, DuckingConfig};
 pub use engine::{Engine, EngineStats};
 pub use frame::{CHANNELS, FRAME_DURATION, FRAME_LEN, FRAME_SAMPLES, Frame, SAMPLE_RATE};
+pub use loudness::{LoudnessConfig, Normalizer};
+pub use pace::{Pacer, Pacing, Tick};
 pub use source::{Fallback, Pull, Source, Tone};
+pub use synth::Pad;
 pub use watchdog::{SilenceWatchdog, WatchdogConfig};
