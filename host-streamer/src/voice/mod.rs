@@ -3,6 +3,8 @@
 //! expire, rate limits); [`chain::VoiceChain`] tries them in the configured order, and the
 //! engine plays the bed meanwhile, so no failure is ever heard as silence.
 
+pub mod chain;
+pub mod local;
 pub mod speech;
 
 pub use speech::{SpeechSource, SpeechWriter};

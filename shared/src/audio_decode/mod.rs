@@ -34,10 +34,11 @@ pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(10 * 60);
 const MIN_INPUT_RATE: u32 = 4_000;
 const MAX_INPUT_RATE: u32 = 192_000;
 
-/// Decoded audio, mono at [`SAMPLE_RATE`].
+/// Decoded audio, mono at [`DecodedAudio::rate`] ([`SAMPLE_RATE`] from [`decode`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedAudio {
     pub samples: Vec<f32>,
+    pub rate: u32,
     /// The container and codec the bytes held.
     pub format: AudioFormat,
 }
@@ -45,7 +46,7 @@ pub struct DecodedAudio {
 impl DecodedAudio {
     /// Length of [`Self::samples`].
     pub fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.samples.len() as f64 / f64::from(SAMPLE_RATE))
+        Duration::from_secs_f64(self.samples.len() as f64 / f64::from(self.rate))
     }
 }
 
@@ -72,6 +73,12 @@ pub enum DecodeError {
 ///
 /// CPU-bound (about 0.2% of real time for Opus): call it off the async runtime's workers.
 pub fn decode(bytes: &[u8], max: Duration) -> Result<DecodedAudio, DecodeError> {
+    decode_at(bytes, max, SAMPLE_RATE)
+}
+
+/// Decodes `bytes` to mono `f32` at `rate` Hz (the on-air engine takes 48 kHz).
+pub fn decode_at(bytes: &[u8], max: Duration, rate: u32) -> Result<DecodedAudio, DecodeError> {
+    let out_rate = rate;
     let info = probe(bytes)?;
     if info.duration > max {
         return Err(DecodeError::TooLong {
@@ -95,7 +102,8 @@ pub fn decode(bytes: &[u8], max: Duration) -> Result<DecodedAudio, DecodeError> 
     }
     check_rate(rate)?;
     Ok(DecodedAudio {
-        samples: resample(&samples, rate, SAMPLE_RATE),
+        samples: resample(&samples, rate, out_rate),
+        rate: out_rate,
         format: info.format,
     })
 }
