@@ -2,5 +2,7 @@
 //! submissions into a continuous audio stream.
 
 pub mod audio;
+pub mod director;
+pub mod library;
 pub mod metrics;
 pub mod voice;

@@ -110,6 +110,8 @@ impl Status {
             (Embedded, Approved | Held | Rejected | Duplicate) => true,
             (Held, Approved | Rejected) => true,
             (Approved, Queued) | (Queued, OnAir) | (OnAir, Aired) => true,
+            // The streamer stopped mid-item: it is queued again and played from the start.
+            (OnAir, Queued) => true,
             _ => false,
         }
     }

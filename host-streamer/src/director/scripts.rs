@@ -1,0 +1,129 @@
+//! What the DJ is asked to say in each situation: a prompt for a language-model voice and
+//! a ready-made script for the template voice (espeak-ng), so every voice of the chain can
+//! take any cue.
+
+use chrono::NaiveDateTime;
+
+use super::queue::Queued;
+use super::schedule::{Block, Slot};
+use crate::voice::Cue;
+
+/// Longest listener text read on air, in characters.
+const MAX_READ_CHARS: usize = 600;
+
+fn clip(text: &str) -> String {
+    let text = text.trim();
+    if text.chars().count() <= MAX_READ_CHARS {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(MAX_READ_CHARS).collect();
+    cut.push_str("...");
+    cut
+}
+
+fn clock(local: NaiveDateTime) -> String {
+    local.format("%-H:%M").to_string()
+}
+
+fn cue(block: Block, prompt: String, script: String, context: Vec<String>) -> Cue {
+    Cue {
+        block: block.as_str().to_owned(),
+        prompt,
+        context,
+        script,
+    }
+}
+
+/// The opening of a block.
+pub fn block_opening(slot: &Slot, local: NaiveDateTime, station: &str) -> Cue {
+    let time = clock(local);
+    let extra = if slot.prompt.is_empty() {
+        String::new()
+    } else {
+        format!(" Producer's note: {}", slot.prompt)
+    };
+    let (prompt, script) = match slot.block {
+        Block::Op => (
+            format!(
+                "It is {time}. Open the hour on {station} in two or three lively sentences and invite listeners to send messages.{extra}"
+            ),
+            format!(
+                "It's {time}, and this is {station}. Good to have you with us. Send us a message or a voice note, and you might hear it on air."
+            ),
+        ),
+        Block::News => (
+            format!(
+                "It is {time}. Present a short roundup of what listeners have been talking about, in the style of a news bulletin, three sentences.{extra}"
+            ),
+            format!(
+                "It's {time}. Here is what's been happening on {station}: your messages keep coming in, and we'll read some of them in a moment."
+            ),
+        ),
+        Block::Qanda => (
+            format!(
+                "Introduce the listeners' segment: you will read and answer their messages. One or two sentences.{extra}"
+            ),
+            "Now it's your turn. Let's hear from our listeners.".to_owned(),
+        ),
+        Block::Music => (
+            format!("Introduce some music in one sentence.{extra}"),
+            format!("Here's some music on {station}."),
+        ),
+        Block::Topic => {
+            let topic = slot
+                .topic
+                .clone()
+                .unwrap_or_else(|| "what is on listeners' minds today".into());
+            (
+                format!(
+                    "Talk about this topic for about a minute, warmly and with one question to the listeners: {topic}.{extra}"
+                ),
+                format!(
+                    "Let's talk about {topic}. What do you think? Send us a message and tell us."
+                ),
+            )
+        }
+        Block::Jingle => (
+            format!("Say the station ident for {station} in one short, catchy sentence.{extra}"),
+            format!("You're listening to {station}. All day, all night."),
+        ),
+    };
+    cue(slot.block, prompt, script, Vec::new())
+}
+
+/// The DJ reads a text message (or follows a caller's recording) and answers it.
+pub fn listener_reply(item: &Queued, related: Vec<String>) -> Cue {
+    let words = clip(item.words());
+    let echo = related
+        .first()
+        .map(|r| format!(" Earlier another listener said: {}.", clip(r)))
+        .unwrap_or_default();
+    let (prompt, script) = if item.kind == "audio" {
+        (
+            format!(
+                "You just played a listener's voice message. They said: \"{words}\". Reply to them warmly in two or three sentences."
+            ),
+            format!("That was one of our listeners. Thank you for calling!{echo}"),
+        )
+    } else {
+        (
+            format!(
+                "Read this listener's message out, then reply warmly in two or three sentences: \"{words}\""
+            ),
+            format!("A listener writes: {words}. Thank you for that!{echo}"),
+        )
+    };
+    cue(Block::Qanda, prompt, script, related)
+}
+
+/// Between messages, when nobody has written yet.
+pub fn call_for_messages(station: &str) -> Cue {
+    cue(
+        Block::Qanda,
+        format!(
+            "No new messages right now. Invite listeners to send a message or a voice note to {station}, in one sentence."
+        ),
+        "The lines are open. Send us a message or a voice note, and we'll play it.".to_owned(),
+        Vec::new(),
+    )
+}
