@@ -2,7 +2,9 @@
 //! submissions into a continuous audio stream.
 
 pub mod audio;
+pub mod config;
 pub mod director;
 pub mod library;
 pub mod metrics;
+pub mod program;
 pub mod voice;

@@ -70,6 +70,18 @@ impl Default for RelayConfig {
     }
 }
 
+impl RelayConfig {
+    /// `OUTBOX_GRACE`, `OUTBOX_RELAY_INTERVAL`.
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        let d = RelayConfig::default();
+        Ok(RelayConfig {
+            grace: env.duration_or("OUTBOX_GRACE", d.grace)?,
+            interval: env.duration_or("OUTBOX_RELAY_INTERVAL", d.interval)?,
+            ..d
+        })
+    }
+}
+
 /// Publishes outbox rows and deletes them once published.
 #[derive(Clone)]
 pub struct Outbox {

@@ -109,6 +109,10 @@ impl Resampler {
     /// The stream ended: pushes out the samples still held back by the filter's reach
     /// (as if silence followed) and starts afresh.
     pub fn flush(&mut self, out: &mut Vec<f32>) {
+        if self.up == self.down {
+            // Passed straight through: nothing held back.
+            return;
+        }
         let tail = vec![0.0; self.filter.reach];
         self.process(&tail, out);
         *self = Resampler::new(self.from, self.to);

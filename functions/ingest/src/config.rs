@@ -90,7 +90,7 @@ impl Config {
                     AudioFormat::Mp3,
                 ]
             });
-        let outbox = relay_config(env)?;
+        let outbox = RelayConfig::from_env(env)?;
         let max_text_chars: usize = env.or("MAX_TEXT_CHARS", 1000)?;
         if max_text_chars == 0 || max_text_chars > 100_000 {
             return Err(ConfigError::invalid(
@@ -125,16 +125,6 @@ impl Config {
             shutdown_grace: env.duration_or("SHUTDOWN_GRACE", Duration::from_secs(8))?,
         })
     }
-}
-
-/// `OUTBOX_GRACE`, `OUTBOX_RELAY_INTERVAL`.
-pub fn relay_config(env: &Env) -> Result<RelayConfig, ConfigError> {
-    let d = RelayConfig::default();
-    Ok(RelayConfig {
-        grace: env.duration_or("OUTBOX_GRACE", d.grace)?,
-        interval: env.duration_or("OUTBOX_RELAY_INTERVAL", d.interval)?,
-        ..d
-    })
 }
 
 fn parse_audio_types(s: &str) -> Result<Vec<AudioFormat>, String> {

@@ -119,7 +119,7 @@ impl Application {
 pub async fn relay_job(env: &shared::config::Env) -> anyhow::Result<usize> {
     let db = shared::db::DbConfig::from_env(env)?;
     let bus = shared::bus::BusConfig::from_env(env)?;
-    let relay = config::relay_config(env)?;
+    let relay = shared::outbox::RelayConfig::from_env(env)?;
     let pool = shared::db::connect(&db)
         .await
         .context("cannot prepare the database")?;

@@ -1,9 +1,10 @@
 //! The output that cannot fail: the program (whatever it is made of) when it plays, the
-//! emergency source when the program has nothing, and the emergency source for a while
-//! when the silence watchdog hears dead air on the final mix, whatever the program claims.
+//! emergency source when the program has nothing, and the emergency source when the
+//! silence watchdog hears dead air on the final mix, whatever the program claims, until
+//! the program is audible again.
 
 use super::declick::Declick;
-use super::frame::{Frame, frames_in};
+use super::frame::Frame;
 use super::loudness::{LoudnessConfig, Normalizer};
 use super::source::{Pull, Source};
 use super::watchdog::{SilenceWatchdog, WatchdogConfig};
@@ -22,13 +23,13 @@ pub struct Engine {
     program: Box<dyn Source>,
     emergency: Box<dyn Source>,
     watchdog: SilenceWatchdog,
-    /// Frames left to play the emergency source after the watchdog tripped.
-    hold_frames_left: u32,
-    hold_frames: u32,
+    /// The watchdog tripped and the program has not been audible since.
+    covering: bool,
     frame: Frame,
     stats: EngineStats,
     /// Whether the last frame came from the emergency source.
     was_emergency: bool,
+    threshold_dbfs: f32,
     declick: Declick,
     normalizer: Option<Normalizer>,
 }
@@ -45,11 +46,11 @@ impl Engine {
             program,
             emergency,
             watchdog: SilenceWatchdog::new(watchdog),
-            hold_frames_left: 0,
-            hold_frames: frames_in(watchdog.hold),
+            covering: false,
             frame: Frame::silent(),
             stats: EngineStats::default(),
             was_emergency: false,
+            threshold_dbfs: watchdog.threshold_dbfs,
             declick: Declick::default(),
             normalizer: None,
         }
@@ -73,15 +74,18 @@ impl Engine {
     /// The next 20 ms of output. Never fails, never blocks.
     pub fn next_frame(&mut self) -> &Frame {
         self.stats.frames += 1;
-        let mut emergency = self.hold_frames_left > 0;
-        if emergency {
-            // Held: the program is not even asked; its claims do not count.
-            self.hold_frames_left -= 1;
-        } else {
-            self.frame.clear();
-            emergency =
-                !(self.program.is_ready() && self.program.fill(&mut self.frame) == Pull::Audio);
+        self.frame.clear();
+        let played = self.program.is_ready() && self.program.fill(&mut self.frame) == Pull::Audio;
+        if self.covering && played && self.frame.rms_dbfs() >= self.threshold_dbfs {
+            // While covering, the program is still pulled, so a silent item plays out in
+            // real time instead of waiting, but it is judged by its signal, not its claim.
+            self.covering = false;
+            tracing::info!(
+                program = self.program.name(),
+                "program audible again: back on air"
+            );
         }
+        let mut emergency = self.covering || !played;
         if emergency {
             self.play_emergency();
         }
@@ -97,7 +101,7 @@ impl Engine {
                 "dead air on the output: switching to the emergency source"
             );
             self.watchdog.reset();
-            self.hold_frames_left = self.hold_frames;
+            self.covering = true;
             if !emergency {
                 // This very frame already goes out with the emergency source.
                 self.play_emergency();
@@ -232,18 +236,15 @@ mod tests {
 
     #[test]
     fn silence_that_claims_to_be_audio_trips_the_watchdog_within_two_seconds() {
-        let mut e = engine(Scripted::new(|n| {
-            if n < 50 {
-                Behaviour::Plays
-            } else {
-                Behaviour::SilentButAlive
-            }
+        // Plays 1 s, sends "audio" of zeros for 20 s, then plays again.
+        let mut e = engine(Scripted::new(|n| match n {
+            0..50 => Behaviour::Plays,
+            50..1050 => Behaviour::SilentButAlive,
+            _ => Behaviour::Plays,
         }));
         let config = WatchdogConfig::default();
         let limit = (config.max_silence.as_millis() / 20) as u32;
-        // One hold period after the trip, then the program's silence trips it again.
-        let frames = 50 + u64::from(limit) * 3 + (config.hold.as_millis() / 20) as u64;
-        let longest = longest_silence(&mut e, frames);
+        let longest = longest_silence(&mut e, 1050);
         assert!(
             FRAME_DURATION * longest < Duration::from_secs(2),
             "silent for {longest} frames"
@@ -253,7 +254,23 @@ mod tests {
             limit - 1,
             "the frame that trips it is already covered"
         );
-        assert_eq!(e.stats().silence_events, 2);
+        assert_eq!(
+            e.stats().silence_events,
+            1,
+            "covered until the program is audible"
+        );
+        assert_eq!(e.stats().emergency_frames, 1000 - u64::from(limit) + 1);
+        // The program was consumed while covered: its next audible frame goes straight out.
+        let mut reference = Tone::new("reference", 440.0, 0.3);
+        let mut expected = Frame::silent();
+        for _ in 0..50 {
+            reference.fill(&mut expected);
+        }
+        reference.fill(&mut expected);
+        let back = e.next_frame().clone();
+        // Declicked on the switch back: compare after the 5 ms ramp.
+        assert_eq!(back.samples[960..], expected.samples[960..]);
+        assert_eq!(e.stats().emergency_frames, 1000 - u64::from(limit) + 1);
     }
 
     #[test]

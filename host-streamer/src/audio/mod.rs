@@ -4,6 +4,7 @@
 //!
 //! Audio is 48 kHz stereo f32, in fixed 20 ms frames (960 sample pairs, interleaved).
 
+pub mod air;
 pub mod declick;
 pub mod duck;
 pub mod engine;

@@ -9,12 +9,13 @@ use super::source::{Pull, Source};
 
 pub struct Pad {
     name: String,
-    /// Partials: frequency (Hz) and phase.
-    partials: Vec<(f32, f32)>,
+    /// Partials as rotating phasors: position (cos, sin) and the rotation per sample.
+    /// A complex multiply per sample instead of a `sin()`: the pad runs all day.
+    partials: Vec<Phasor>,
     level: f32,
-    /// Slow swell, one cycle every `swell_seconds`.
+    /// Slow swell, one cycle every 8 s, updated once a frame.
+    swell: f32,
     swell_phase: f32,
-    swell_step: f32,
 }
 
 impl Pad {
@@ -22,15 +23,50 @@ impl Pad {
     pub fn new(name: impl Into<String>, root: f32, level: f32) -> Self {
         let partials = [1.0, 1.189_207, 1.498_307, 2.0]
             .iter()
-            .map(|r| (root * r, 0.0))
+            .map(|r| Phasor::new(root * r))
             .collect();
         Pad {
             name: name.into(),
             partials,
             level,
+            swell: 0.0,
             swell_phase: 0.0,
-            swell_step: TAU / (8.0 * SAMPLE_RATE as f32),
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Phasor {
+    re: f32,
+    im: f32,
+    step_re: f32,
+    step_im: f32,
+}
+
+impl Phasor {
+    fn new(hz: f32) -> Self {
+        let w = TAU * hz / SAMPLE_RATE as f32;
+        Phasor {
+            re: 1.0,
+            im: 0.0,
+            step_re: w.cos(),
+            step_im: w.sin(),
+        }
+    }
+
+    /// The sine of the current phase, then one sample on.
+    fn next(&mut self) -> f32 {
+        let out = self.im;
+        let re = self.re * self.step_re - self.im * self.step_im;
+        self.im = self.re * self.step_im + self.im * self.step_re;
+        self.re = re;
+        out
+    }
+
+    fn renormalise(&mut self) {
+        let norm = (self.re * self.re + self.im * self.im).sqrt();
+        self.re /= norm;
+        self.im /= norm;
     }
 }
 
@@ -45,16 +81,17 @@ impl Source for Pad {
 
     fn fill(&mut self, frame: &mut Frame) -> Pull {
         let scale = self.level / self.partials.len() as f32;
+        self.swell_phase = (self.swell_phase + TAU * 0.02 / 8.0) % TAU;
+        self.swell = self.swell_phase.sin();
         for pair in frame.samples.chunks_exact_mut(CHANNELS).take(FRAME_LEN) {
-            let mut s = 0.0;
-            for (hz, phase) in &mut self.partials {
-                s += phase.sin();
-                *phase = (*phase + TAU * *hz / SAMPLE_RATE as f32) % TAU;
-            }
+            let s: f32 = self.partials.iter_mut().map(Phasor::next).sum();
             // Swell between 60% and 100% of the level.
-            let swell = 0.8 + 0.2 * self.swell_phase.sin();
-            self.swell_phase = (self.swell_phase + self.swell_step) % TAU;
+            let swell = 0.8 + 0.2 * self.swell;
             pair.fill(s * scale * swell);
+        }
+        // Rounding would slowly change the phasors' length; put it back once a frame.
+        for p in &mut self.partials {
+            p.renormalise();
         }
         Pull::Audio
     }

@@ -12,9 +12,6 @@ pub struct WatchdogConfig {
     pub threshold_dbfs: f32,
     /// How long the mix may stay silent before the watchdog trips.
     pub max_silence: Duration,
-    /// How long the emergency source plays once tripped, before the main program gets
-    /// another chance.
-    pub hold: Duration,
 }
 
 impl Default for WatchdogConfig {
@@ -22,7 +19,6 @@ impl Default for WatchdogConfig {
         WatchdogConfig {
             threshold_dbfs: -50.0,
             max_silence: Duration::from_millis(1500),
-            hold: Duration::from_secs(10),
         }
     }
 }
