@@ -69,15 +69,15 @@ pub fn run(
     }
 }
 
-/// The air loop running on its own thread.
-pub struct AirThread {
+/// The air loop running on its own thread, owning the outputs until it stops.
+pub struct AirThread<S> {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<(AirReport, Box<dyn Sink>)>,
+    handle: std::thread::JoinHandle<(AirReport, S)>,
 }
 
-impl AirThread {
+impl<S: Sink + 'static> AirThread<S> {
     /// Starts [`run`] in real time on a thread of its own.
-    pub fn spawn(engine: Engine, mut sink: Box<dyn Sink>, metrics: Arc<Metrics>) -> Self {
+    pub fn spawn(engine: Engine, mut sink: S, metrics: Arc<Metrics>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
@@ -86,7 +86,7 @@ impl AirThread {
                 let report = run(
                     engine,
                     Pacing::RealTime,
-                    sink.as_mut(),
+                    &mut sink,
                     &metrics,
                     &flag,
                     None,
@@ -102,7 +102,7 @@ impl AirThread {
     }
 
     /// Finishes the frame in progress and returns the outputs, to be closed.
-    pub fn stop(self) -> (AirReport, Box<dyn Sink>) {
+    pub fn stop(self) -> (AirReport, S) {
         self.stop.store(true, Ordering::Relaxed);
         match self.handle.join() {
             Ok(done) => done,
