@@ -3,4 +3,5 @@
 
 pub mod audio;
 pub mod metrics;
+pub mod output;
 pub mod voice;

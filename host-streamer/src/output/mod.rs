@@ -1,0 +1,8 @@
+//! Everything after the engine's frame: one Opus encoder whose packets go, as Ogg pages, to
+//! every output.
+
+pub mod encoder;
+pub mod ogg;
+
+pub use encoder::{OpusEncoder, PACKET_SAMPLES};
+pub use ogg::{OggWriter, OpusHeaders};
