@@ -55,7 +55,8 @@ pub fn page_crc(page: &[u8]) -> u32 {
 /// What the two Opus header packets say (RFC 7845 §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpusHeaders {
-    /// Samples (at 48 kHz) the decoder discards at the start: the encoder's lookahead.
+    /// Samples (at 48 kHz) the decoder discards at the start: the encoder's lookahead, plus
+    /// any pre-roll packets the stream starts with.
     pub pre_skip: u16,
     /// `OpusTags` vendor string.
     pub vendor: String,
@@ -116,7 +117,6 @@ pub struct PacketTooLarge(pub usize);
 #[derive(Debug)]
 pub struct OggWriter {
     serial: u32,
-    pre_skip: u64,
     sequence: u32,
     /// Samples of every packet added so far: the granule of the page being built.
     granule: u64,
@@ -137,7 +137,6 @@ impl OggWriter {
     pub fn new(serial: u32, headers: &OpusHeaders) -> Self {
         let mut writer = OggWriter {
             serial,
-            pre_skip: u64::from(headers.pre_skip),
             sequence: 0,
             granule: 0,
             packets_per_page: Self::DEFAULT_PACKETS_PER_PAGE,
@@ -195,20 +194,21 @@ impl OggWriter {
 
     /// Ends the stream: the last page, flagged end-of-stream.
     ///
-    /// `tail` is the packet that comes after this stream's last one in the encoder's output,
-    /// when there is one (a recording segment closed by the next segment's first packet).
-    /// The encoder delays its output by the pre-skip, so the last `pre_skip` samples of this
-    /// stream's audio are in that packet: it is added, and the last granule position keeps
-    /// only those samples of it (end trimming, RFC 7845 §4.4), so that consecutive segments
-    /// decode to exactly their share of the audio.
-    pub fn finish(mut self, tail: Option<&[u8]>) -> Bytes {
+    /// `tail` is `(packet, keep)`: the packet that follows this stream's last one in the
+    /// encoder's output, when there is one (a recording segment closed by the next
+    /// segment's first packet), and how many of its samples belong to this stream. The
+    /// encoder delays its output by its lookahead, so the end of this stream's audio is in
+    /// that packet: it is added, and the last granule position keeps only `keep` samples of
+    /// it (end trimming, RFC 7845 §4.4), so that consecutive segments decode to exactly
+    /// their share of the audio.
+    pub fn finish(mut self, tail: Option<(&[u8], u32)>) -> Bytes {
         let mut out = BytesMut::new();
-        if let Some(packet) = tail.filter(|p| p.len() <= MAX_PACKET) {
+        if let Some((packet, keep)) = tail.filter(|(p, _)| p.len() <= MAX_PACKET) {
             if self.lacing.len() + lacing_len(packet) > MAX_LACING {
                 self.emit(0, &mut out);
             }
             self.add(packet);
-            self.granule += self.pre_skip;
+            self.granule += u64::from(keep);
         }
         self.emit(FLAG_EOS, &mut out);
         out.freeze()
@@ -292,7 +292,9 @@ impl<'a> Page<'a> {
             return Err(PageError::Corrupt);
         }
         let lacing_end = HEADER_LEN + usize::from(header[26]);
-        let lacing = buf.get(HEADER_LEN..lacing_end).ok_or(PageError::Truncated)?;
+        let lacing = buf
+            .get(HEADER_LEN..lacing_end)
+            .ok_or(PageError::Truncated)?;
         let body_len: usize = lacing.iter().map(|&l| usize::from(l)).sum();
         let bytes = buf
             .get(..lacing_end + body_len)
@@ -375,14 +377,18 @@ mod tests {
         assert_eq!(pages.len(), 2);
         assert_eq!(pages[0].flags, FLAG_BOS);
         assert_eq!((pages[0].sequence, pages[1].sequence), (0, 1));
-        assert!(pages.iter().all(|p| p.serial == 0xdead_beef && p.granule == 0));
+        assert!(
+            pages
+                .iter()
+                .all(|p| p.serial == 0xdead_beef && p.granule == 0)
+        );
         let head: Vec<&[u8]> = pages[0].packets().collect();
         assert_eq!(head.len(), 1);
         assert_eq!(
             head[0],
             &[
-                b'O', b'p', b'u', b's', b'H', b'e', b'a', b'd', 1, 2, 0x38, 0x01, 0x80, 0xbb, 0,
-                0, 0, 0, 0
+                b'O', b'p', b'u', b's', b'H', b'e', b'a', b'd', 1, 2, 0x38, 0x01, 0x80, 0xbb, 0, 0,
+                0, 0, 0
             ]
         );
         let tags: Vec<&[u8]> = pages[1].packets().collect();
@@ -437,12 +443,12 @@ mod tests {
     }
 
     #[test]
-    fn a_tail_packet_is_trimmed_to_the_pre_skip() {
+    fn a_tail_packet_is_trimmed_to_what_is_kept() {
         let mut w = OggWriter::new(1, &OpusHeaders::new(312));
         for _ in 0..4 {
             assert!(w.push(&[1, 2, 3], 960).unwrap().is_none());
         }
-        let last = w.finish(Some(&[9, 9]));
+        let last = w.finish(Some((&[9, 9], 312)));
         let page = Page::read(&last).unwrap();
         assert_eq!(page.flags, FLAG_EOS);
         assert_eq!(page.packets().count(), 5);
