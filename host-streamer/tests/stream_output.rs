@@ -383,6 +383,20 @@ async fn listeners_joining_at_different_times_each_get_a_clean_stream() {
     );
 }
 
+/// The largest Opus packet of a 20 ms frame, which 510 kb/s makes every packet.
+const OPUS_MAX_FRAME_BYTES: usize = 1275;
+/// hyper's default limit on a connection's write buffer.
+const HYPER_WRITE_BUFFER: usize = 8192 + 4096 * 100;
+
+/// The most a TCP socket's send buffer grows to (Linux's `tcp_wmem` maximum; 4 MiB, the
+/// usual value, when that cannot be read).
+fn max_send_buffer() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
 /// A listener whose socket is connected but never read.
 async fn stalled_listener(addr: SocketAddr) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -402,7 +416,7 @@ async fn a_listener_that_stops_reading_delays_nobody_and_is_dropped() {
     let config = OutputConfig {
         // Opus's largest packets (1275 bytes), to fill buffers quickly.
         bitrate: 510_000,
-        // 5 s of audio, which the flood below plays in 1.3 s.
+        // 51 s of audio, which the flood below plays in 1.3 s.
         listener_buffer_pages: 256,
         ..OutputConfig::default()
     };
@@ -414,9 +428,11 @@ async fn a_listener_that_stops_reading_delays_nobody_and_is_dropped() {
     let reader = listen(addr).await;
     listeners_reach(&metrics, 2).await;
 
-    // Real time first, then 40 times as fast: 12.7 MB, more than the stalled listener's
-    // socket buffers (the server's send buffer grows to 4 MB) and the ring hold together.
-    let total = 10_100;
+    // Real time first, then 40 times as fast, half as much again as the stalled listener's
+    // buffers (the server's send buffer, the server's own write buffer) and the ring hold.
+    let ring_bytes = 256 * 10 * OPUS_MAX_FRAME_BYTES;
+    let buffered = max_send_buffer() + HYPER_WRITE_BUFFER + ring_bytes;
+    let total = 100 + buffered * 3 / 2 / OPUS_MAX_FRAME_BYTES;
     let (outputs, longest_paced) = play(outputs, 0..100, Duration::from_millis(20)).await;
     let started = Instant::now();
     let (outputs, longest_flood) = play(outputs, 100..total, Duration::from_micros(500)).await;
