@@ -6,5 +6,6 @@ pub mod config;
 pub mod director;
 pub mod library;
 pub mod metrics;
+pub mod output;
 pub mod program;
 pub mod voice;

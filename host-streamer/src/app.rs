@@ -1,0 +1,211 @@
+//! The host-streamer process: wires the configuration into the air thread, the outputs,
+//! the director, the ready-queue puller, the outbox sweeper and the HTTP endpoints, and
+//! takes them down in order on SIGTERM.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use shared::bus::SubscriptionSpec;
+use shared::problem::Problem;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::audio::air::AirThread;
+use crate::config::{Config, VoiceKind};
+use crate::director::{Director, DirectorConfig, RecordingPath};
+use crate::library::Library;
+use crate::metrics::Metrics;
+use crate::output::Outputs;
+use crate::voice::Voice;
+use crate::voice::chain::VoiceChain;
+use crate::voice::local::LocalVoice;
+
+/// How long Pub/Sub waits for an ack before redelivering a ready message: a claim is one
+/// short transaction.
+const READY_ACK_DEADLINE: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+struct AppState {
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    /// Frames counted at the last readiness probe, to see the air thread advance.
+    last_probe: Arc<std::sync::Mutex<(Instant, u64)>>,
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (pool, bus) = shared::process::connect(&config.db, &config.bus, &[]).await?;
+    if bus.config().emulator_host.is_some() {
+        // The emulator starts empty; in production Terraform owns topics and subscriptions.
+        bus.ensure_topic(&config.ready_topic).await?;
+        bus.ensure_subscription(
+            &config.ready_topic,
+            &config.ready_subscription,
+            &SubscriptionSpec::pull(READY_ACK_DEADLINE),
+        )
+        .await?;
+    }
+    let gcs = config.gcs_endpoint.as_deref();
+    let uploads = shared::store::open(&config.uploads_url, gcs)
+        .await
+        .context("cannot open the uploads store (UPLOADS_URL)")?;
+    let recordings = shared::store::open(&config.recordings_url, gcs)
+        .await
+        .context("cannot open the recordings store (RECORDINGS_URL)")?;
+    let library = match &config.library_url {
+        Some(url) => {
+            let store = shared::store::open(url, gcs)
+                .await
+                .context("cannot open the library (LIBRARY_URL)")?;
+            Some(Arc::new(
+                Library::load(store)
+                    .await
+                    .context("cannot read the library's index.txt (LIBRARY_URL)")?,
+            ))
+        }
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let voices = Arc::new(VoiceChain::new(voices(&config, &metrics), metrics.clone()));
+    tracing::info!(voices = ?voices.names(), "DJ voice chain");
+
+    let (engine, feeds) = crate::program::build(&config.audio);
+    let outputs = Outputs::start(config.output.clone(), recordings, metrics.clone())
+        .await
+        .context("cannot start the outputs")?;
+    let stream_routes = outputs.hub().routes();
+    let segments = outputs.recorder().segments();
+    let recording: RecordingPath =
+        Arc::new(move || segments.borrow().as_ref().map(|s| s.uri.clone()));
+    let air = AirThread::spawn(engine, outputs, metrics.clone());
+
+    let stop = CancellationToken::new();
+    let claimed = Arc::new(Notify::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    let director = Director::new(
+        DirectorConfig {
+            channel: config.channel.clone(),
+            station_name: config.station_name.clone(),
+            talk_interval: config.talk_interval,
+        },
+        pool.clone(),
+        voices,
+        feeds,
+        uploads,
+        library,
+        recording,
+        metrics.clone(),
+        claimed.clone(),
+    );
+    tasks.spawn({
+        let stop = stop.clone();
+        async move { director.run(stop).await }
+    });
+    tasks.spawn(crate::director::queue::pull_ready(
+        bus.clone(),
+        config.ready_subscription.clone(),
+        pool.clone(),
+        config.channel.clone(),
+        stop.clone(),
+        claimed,
+    ));
+    let (relay_stop, relay_stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(relay) = config.outbox_relay.clone() {
+        let outbox = shared::outbox::Outbox::new(pool.clone(), bus.clone(), relay);
+        tasks.spawn(outbox.run_relay(relay_stop_rx));
+    }
+
+    let state = AppState {
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+        last_probe: Arc::new(std::sync::Mutex::new((Instant::now(), 0))),
+    };
+    let router = Router::new()
+        .route("/healthz", get(shared::http::healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+        .merge(stream_routes);
+    let listener = shared::process::bind(config.host, config.port).await?;
+    tracing::info!(addr = %listener.local_addr()?, channel = %config.channel, "host-streamer on air");
+    let served = shared::http::serve(
+        listener,
+        shared::http::finish_router(router),
+        shared::http::shutdown_signal(),
+        Duration::from_secs(2),
+    )
+    .await;
+
+    // SIGTERM: stop taking and claiming (held messages are nacked), finish the frame in
+    // progress, close the live stream and the recording segment.
+    tracing::info!("stopping");
+    stop.cancel();
+    let _ = relay_stop.send(true);
+    if tokio::time::timeout(config.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("tasks did not finish in time");
+        tasks.abort_all();
+    }
+    let (report, outputs) = tokio::task::spawn_blocking(move || air.stop()).await?;
+    tracing::info!(frames = report.engine.frames, late = report.late, silence_events = report.engine.silence_events, "air stopped");
+    let finished = outputs.finish(config.shutdown_grace).await;
+    tracing::info!(?finished, "outputs finished");
+    bus.flush().await;
+    served?;
+    Ok(())
+}
+
+fn voices(config: &Config, metrics: &Arc<Metrics>) -> Vec<Arc<dyn Voice>> {
+    let _ = metrics;
+    config
+        .voices
+        .iter()
+        .map(|kind| -> Arc<dyn Voice> {
+            match kind {
+                VoiceKind::Local | VoiceKind::Realtime | VoiceKind::Rest => {
+                    Arc::new(LocalVoice::new(config.local_voice.clone()))
+                }
+            }
+        })
+        .collect()
+}
+
+/// Ready when the database answers and the air thread is producing frames.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let frames = state.metrics.frames.load(Ordering::Relaxed);
+    let advancing = {
+        let mut last = state
+            .last_probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let moved = frames > last.1 || last.0.elapsed() < Duration::from_millis(100);
+        *last = (Instant::now(), frames);
+        moved && frames > 0
+    };
+    if !advancing {
+        return Problem::unavailable("the air thread is not producing frames").into_response();
+    }
+    match tokio::time::timeout(Duration::from_secs(2), shared::db::ping(&state.pool)).await {
+        Ok(Ok(())) => "ready".into_response(),
+        _ => Problem::unavailable("database not reachable").into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(chrono::Utc::now().timestamp()),
+    )
+        .into_response()
+}
