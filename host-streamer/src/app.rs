@@ -64,11 +64,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let store = shared::store::open(url, gcs)
                 .await
                 .context("cannot open the library (LIBRARY_URL)")?;
-            Some(Arc::new(
-                Library::load(store)
-                    .await
-                    .context("cannot read the library's index.txt (LIBRARY_URL)")?,
-            ))
+            Some(Arc::new(Library::load(store).await.context(
+                "cannot read the library's index.txt (LIBRARY_URL)",
+            )?))
         }
         None => None,
     };
@@ -158,7 +156,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tasks.abort_all();
     }
     let (report, outputs) = tokio::task::spawn_blocking(move || air.stop()).await?;
-    tracing::info!(frames = report.engine.frames, late = report.late, silence_events = report.engine.silence_events, "air stopped");
+    tracing::info!(
+        frames = report.engine.frames,
+        late = report.late,
+        silence_events = report.engine.silence_events,
+        "air stopped"
+    );
     let finished = outputs.finish(config.shutdown_grace).await;
     tracing::info!(?finished, "outputs finished");
     bus.flush().await;

@@ -10,6 +10,7 @@ use shared::message::Event;
 use shared::openai::OpenAiConfig;
 use shared::outbox::RelayConfig;
 
+use crate::output::OutputConfig;
 use crate::program::AudioConfig;
 use crate::voice::local::LocalVoiceConfig;
 
@@ -62,6 +63,8 @@ pub struct Config {
     /// `DJ_TALK_INTERVAL`: how often the DJ speaks up when a block has nothing to play.
     pub talk_interval: Duration,
     pub audio: AudioConfig,
+    /// `STREAM_BITRATE`, `RECORDING_SEGMENT`, `RECORDING_SPOOL_DIR`.
+    pub output: OutputConfig,
     /// `OUTBOX_RELAY`: this always-on process also publishes what request-billed services
     /// left in the outbox.
     pub outbox_relay: Option<RelayConfig>,
@@ -95,6 +98,11 @@ impl Config {
             openai,
             talk_interval: env.duration_or("DJ_TALK_INTERVAL", Duration::from_secs(180))?,
             audio: AudioConfig::from_env(env)?,
+            output: {
+                let mut output = OutputConfig::from_env(env)?;
+                output.recording.channel = channel.clone();
+                output
+            },
             outbox_relay: if env.flag_or("OUTBOX_RELAY", true)? {
                 Some(RelayConfig::from_env(env)?)
             } else {

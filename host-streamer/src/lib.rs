@@ -1,6 +1,7 @@
 //! Radio24 host-streamer: the long-lived process that turns the program schedule and ready
 //! submissions into a continuous audio stream.
 
+pub mod app;
 pub mod audio;
 pub mod config;
 pub mod director;

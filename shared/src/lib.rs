@@ -10,7 +10,6 @@ pub mod db;
 pub mod dead_letter;
 pub mod embedding;
 pub mod google_id;
-pub mod health_service;
 pub mod http;
 pub mod listen_token;
 pub mod message;

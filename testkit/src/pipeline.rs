@@ -1,7 +1,8 @@
 //! The whole submission pipeline on loopback, as it runs in production but with local
 //! parts: the ingest, embed and moderate binaries as processes, Pub/Sub emulator topics with
 //! push subscriptions aimed at embed and moderate (retry policy and dead-letter topics
-//! included), fake-gcs-server for the uploads and Postgres + pgvector.
+//! included), fake-gcs-server for the uploads and Postgres + pgvector; on request, the
+//! host-streamer pulling the ready topic and streaming on air.
 //!
 //! Every pipeline gets its own topics, bucket and database, so tests sharing one emulator
 //! and one Postgres do not see each other's messages.
@@ -47,6 +48,10 @@ pub struct PipelineOptions {
     pub env: Vec<(&'static str, String, String)>,
     /// Build with `--release` binaries (benchmarks).
     pub release: bool,
+    /// Also run the host-streamer, on this port (0 picks a free one).
+    pub streamer: Option<u16>,
+    /// SQL run on the pipeline's database before the streamer starts (a test schedule).
+    pub before_streamer: Vec<String>,
 }
 
 impl Default for PipelineOptions {
@@ -58,6 +63,8 @@ impl Default for PipelineOptions {
             maximum_backoff: Duration::from_secs(2),
             env: Vec::new(),
             release: false,
+            streamer: None,
+            before_streamer: Vec::new(),
         }
     }
 }
@@ -83,6 +90,10 @@ pub struct Pipeline {
     pub moderate: ChildGuard,
     /// A pull subscription on the ready topic, made before anything could be published.
     pub ready_subscription: String,
+    /// The host-streamer and its URL, when asked for.
+    pub streamer: Option<(ChildGuard, String)>,
+    /// The bucket of the uploads (and the streamer's recordings).
+    pub bucket: String,
     logs: PathBuf,
 }
 
@@ -124,6 +135,15 @@ impl Pipeline {
         let ready_subscription = format!("p{id}-ready-listener");
         bus.ensure_pull_subscription(&topics.ready, &ready_subscription, Duration::from_secs(60))
             .await?;
+        let streamer_subscription = format!("p{id}-streamer");
+        if options.streamer.is_some() {
+            bus.ensure_pull_subscription(
+                &topics.ready,
+                &streamer_subscription,
+                Duration::from_secs(60),
+            )
+            .await?;
+        }
 
         let logs = std::env::temp_dir().join(format!("radio24-pipeline-{id}"));
         std::fs::create_dir_all(&logs)?;
@@ -131,7 +151,7 @@ impl Pipeline {
             db_url: db_url.clone(),
             emulator_host: emulator.host(),
             gcs_endpoint: gcs.endpoint(),
-            bucket,
+            bucket: bucket.clone(),
             topics: topics.clone(),
             logs,
         };
@@ -146,8 +166,34 @@ impl Pipeline {
         let (moderate, moderate_url) = launch.spawn("moderate", free_port(), &options)?;
         wait_ready(&embed, &format!("{embed_url}/healthz")).await?;
         wait_ready(&moderate, &format!("{moderate_url}/healthz")).await?;
+        let db = sqlx::PgPool::connect(&db_url).await?;
+        for sql in &options.before_streamer {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&db)
+                .await?;
+        }
+        let streamer = match options.streamer {
+            Some(port) => {
+                let port = if port == 0 { free_port() } else { port };
+                let mut with_subscription = options.clone();
+                with_subscription.env.push((
+                    "host-streamer",
+                    "READY_SUBSCRIPTION".into(),
+                    streamer_subscription,
+                ));
+                with_subscription.env.push((
+                    "host-streamer",
+                    "RECORDING_SPOOL_DIR".into(),
+                    launch.logs.join("spool").display().to_string(),
+                ));
+                let (child, url) = launch.spawn("host-streamer", port, &with_subscription)?;
+                wait_ready(&child, &format!("{url}/readyz")).await?;
+                Some((child, url))
+            }
+            None => None,
+        };
         let p = Pipeline {
-            db: sqlx::PgPool::connect(&db_url).await?,
+            db,
             db_url,
             bus,
             topics,
@@ -158,6 +204,8 @@ impl Pipeline {
             embed,
             moderate,
             ready_subscription,
+            streamer,
+            bucket,
             logs: launch.logs,
         };
         for (topic, name, url) in [
@@ -191,7 +239,8 @@ impl Pipeline {
     /// The last lines of every service's log, for a failing test's message.
     pub fn log_tails(&self, lines: usize) -> String {
         [&self.ingest, &self.embed, &self.moderate]
-            .iter()
+            .into_iter()
+            .chain(self.streamer.as_ref().map(|(c, _)| c))
             .map(|c| format!("--- {} ---\n{}", c.name(), c.log_tail(lines)))
             .collect::<Vec<_>>()
             .join("\n")
@@ -253,6 +302,10 @@ impl Launch {
             }
             "moderate" => {
                 cmd.env("PUSH_AUTH", "off").env("OPERATOR_AUTH", "off");
+            }
+            "host-streamer" => {
+                // ingest already relays the outbox here.
+                cmd.env("OUTBOX_RELAY", "off");
             }
             _ => {}
         }

@@ -19,6 +19,12 @@ pub trait Sink: Send {
     fn push(&mut self, frame: &Frame, at: DateTime<Utc>);
 }
 
+impl Sink for crate::output::Outputs {
+    fn push(&mut self, frame: &Frame, at: DateTime<Utc>) {
+        crate::output::Outputs::push(self, frame, at);
+    }
+}
+
 /// What a run of the air loop did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AirReport {
@@ -83,14 +89,7 @@ impl<S: Sink + 'static> AirThread<S> {
         let handle = std::thread::Builder::new()
             .name("air".into())
             .spawn(move || {
-                let report = run(
-                    engine,
-                    Pacing::RealTime,
-                    &mut sink,
-                    &metrics,
-                    &flag,
-                    None,
-                );
+                let report = run(engine, Pacing::RealTime, &mut sink, &metrics, &flag, None);
                 (report, sink)
             })
             .expect("the air thread starts");

@@ -260,6 +260,12 @@ impl Recorder {
         self.current.borrow().clone()
     }
 
+    /// A handle that follows the current segment, for tasks that outlive the borrow (the
+    /// director writes it into the on-air log while the engine thread owns the recorder).
+    pub fn segments(&self) -> watch::Receiver<Option<RecordingSegment>> {
+        self.current.clone()
+    }
+
     /// Ends recording at shutdown: closes the open segment and waits up to `within` for
     /// the uploads still running. What is not uploaded by then stays in the spool for the
     /// next start. Packets recorded after this are dropped.
