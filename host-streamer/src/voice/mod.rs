@@ -3,8 +3,12 @@
 //! expire, rate limits); [`chain::VoiceChain`] tries them in the configured order, and the
 //! engine plays the bed meanwhile, so no failure is ever heard as silence.
 
+pub mod dj;
+mod pcm;
+pub mod realtime;
 pub mod speech;
 
+pub use realtime::{RealtimeConfig, RealtimeVoice};
 pub use speech::{SpeechSource, SpeechWriter};
 
 use std::time::Duration;
