@@ -6,9 +6,11 @@
 pub mod dj;
 mod pcm;
 pub mod realtime;
+pub mod rest;
 pub mod speech;
 
 pub use realtime::{RealtimeConfig, RealtimeVoice};
+pub use rest::{RestConfig, RestVoice};
 pub use speech::{SpeechSource, SpeechWriter};
 
 use std::time::Duration;
