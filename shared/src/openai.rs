@@ -194,18 +194,43 @@ impl OpenAiClient {
         Req: Serialize + Sync,
         Resp: DeserializeOwned,
     {
-        let body = Bytes::from(
-            serde_json::to_vec(body).map_err(|e| ProviderError::Permanent {
-                provider: PROVIDER,
-                reason: format!("request body does not serialize: {e}"),
-            })?,
-        );
-        self.send(path, || {
-            self.request(path)
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone())
+        let body = json_bytes(body)?;
+        self.send(path, || self.json_request(path, body.clone()))
+            .await
+    }
+
+    /// POSTs `body` as JSON and hands back the successful response with its body unread, for
+    /// endpoints whose answer is a stream (speech). Retries and the per-attempt timeout cover
+    /// the part up to the response headers; reading the body, and deciding how long a pause
+    /// in it is too long, is the caller's.
+    pub async fn post_json_streaming<Req>(
+        &self,
+        path: &str,
+        body: &Req,
+    ) -> Result<Response, ProviderError>
+    where
+        Req: Serialize + Sync,
+    {
+        let body = json_bytes(body)?;
+        let body = &body;
+        self.with_retries(path, |timeout| async move {
+            let res = tokio::time::timeout(timeout, self.json_request(path, body.clone()).send())
+                .await
+                .map_err(|_| Failure::transient(format!("no response within {timeout:?}")))?
+                .map_err(|e| Failure::transport(&e, timeout))?;
+            if res.status().is_success() {
+                Ok(res)
+            } else {
+                Err(read_error(res, timeout).await)
+            }
         })
         .await
+    }
+
+    fn json_request(&self, path: &str, body: Bytes) -> RequestBuilder {
+        self.request(path)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
     }
 
     /// POSTs a multipart form to `path`. `form` builds the form anew for every attempt
@@ -235,6 +260,27 @@ impl OpenAiClient {
         path: &str,
         build: impl Fn() -> RequestBuilder + Send + Sync,
     ) -> Result<Resp, ProviderError> {
+        let build = &build;
+        self.with_retries(path, |timeout| async move {
+            let res = build()
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| Failure::transport(&e, timeout))?;
+            read_response(res, timeout).await
+        })
+        .await
+    }
+
+    /// Runs `attempt` (given its timeout) under the retry policy of [`OpenAiClient::send`].
+    async fn with_retries<T, Fut>(
+        &self,
+        path: &str,
+        attempt: impl Fn(Duration) -> Fut + Send + Sync,
+    ) -> Result<T, ProviderError>
+    where
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let inner = &self.inner;
         let started = Instant::now();
         let attempt = || async {
@@ -246,12 +292,7 @@ impl OpenAiClient {
                     inner.budget
                 )));
             }
-            let res = build()
-                .timeout(timeout)
-                .send()
-                .await
-                .map_err(|e| Failure::transport(&e, timeout))?;
-            read_response(res, timeout).await
+            attempt(timeout).await
         };
         attempt
             .retry(crate::retry::exponential().with_max_times(inner.max_retries))
@@ -337,31 +378,54 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+fn json_bytes<Req: Serialize>(body: &Req) -> Result<Bytes, ProviderError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| ProviderError::Permanent {
+            provider: PROVIDER,
+            reason: format!("request body does not serialize: {e}"),
+        })
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned()
+}
+
 async fn read_response<Resp: DeserializeOwned>(
     res: Response,
     timeout: Duration,
 ) -> Result<Resp, Failure> {
-    let status = res.status();
-    let headers = res.headers().clone();
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("none")
-        .to_owned();
+    if !res.status().is_success() {
+        return Err(read_error(res, timeout).await);
+    }
+    let request_id = request_id(res.headers());
     let body = res
         .bytes()
         .await
         .map_err(|e| Failure::transport(&e, timeout))?;
-    if status.is_success() {
-        // A 2xx whose body does not parse is most likely cut short by a proxy; if it is a
-        // real schema change, Pub/Sub dead-letters the message after its attempts.
-        return serde_json::from_slice(&body).map_err(|e| {
-            Failure::transient(format!(
-                "unexpected response body ({e}), request {request_id}"
-            ))
-        });
+    // A 2xx whose body does not parse is most likely cut short by a proxy; if it is a
+    // real schema change, Pub/Sub dead-letters the message after its attempts.
+    serde_json::from_slice(&body).map_err(|e| {
+        Failure::transient(format!(
+            "unexpected response body ({e}), request {request_id}"
+        ))
+    })
+}
+
+/// Reads an error response's body and classifies it.
+async fn read_error(res: Response, timeout: Duration) -> Failure {
+    let status = res.status();
+    let headers = res.headers().clone();
+    let request_id = request_id(&headers);
+    match tokio::time::timeout(timeout, res.bytes()).await {
+        Ok(Ok(body)) => classify(status, &headers, &body, &request_id),
+        Ok(Err(e)) => Failure::transport(&e, timeout),
+        Err(_) => classify(status, &headers, b"", &request_id),
     }
-    Err(classify(status, &headers, &body, &request_id))
 }
 
 /// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
@@ -444,7 +508,7 @@ fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], request_id: &s
 
 /// `message` with anything that looks like an API key masked: OpenAI's 401 quotes part
 /// of the key it got, and these messages end up in logs and in the database.
-fn redact_keys(message: &str) -> String {
+pub fn redact_keys(message: &str) -> String {
     message
         .split(' ')
         .map(|word| {
@@ -460,7 +524,7 @@ fn redact_keys(message: &str) -> String {
 
 /// The wait a response asks for: OpenAI's `retry-after-ms`, else `Retry-After` in seconds
 /// or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let header = |name: &str| {
         headers
             .get(name)

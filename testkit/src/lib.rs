@@ -22,6 +22,7 @@ pub mod pipeline;
 mod postgres;
 mod process;
 mod pubsub;
+pub mod realtime_fake;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -36,6 +37,7 @@ pub use openai_fake::{Fault, OpenAiFake};
 pub use postgres::Postgres;
 pub use process::{ChildGuard, Shutdown, spawn_logged, spawn_logged_with};
 pub use pubsub::PubsubEmulator;
+pub use realtime_fake::{RealtimeFake, RealtimeFault};
 
 /// How often [`wait_until`] polls: short enough that readiness costs little extra latency,
 /// long enough not to load a 2-core machine.

@@ -10,6 +10,10 @@
 //!   whatever a test adds).
 //! - `POST /v1/audio/transcriptions`: the transcript a test registered for that audio's
 //!   SHA-256, else a fixed text.
+//! - `POST /v1/chat/completions` (not streamed): the reply a test set, else [`fake_reply`] of
+//!   the last user message.
+//! - `POST /v1/audio/speech`: [`fake_speech`] of the input, 24 kHz 16-bit mono (`pcm`, raw
+//!   little-endian; or `wav`), sent in 100 ms chunks as the real endpoint streams it.
 //!
 //! Faults are injected per endpoint or for any endpoint with [`OpenAiFake::fail_next`], and
 //! every request is counted, so tests can assert how often a client retried.
@@ -39,6 +43,14 @@ pub const FAKE_API_KEY: &str = "sk-radio24-fake-key";
 pub const EMBEDDINGS: &str = "/v1/embeddings";
 pub const MODERATIONS: &str = "/v1/moderations";
 pub const TRANSCRIPTIONS: &str = "/v1/audio/transcriptions";
+pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+pub const SPEECH: &str = "/v1/audio/speech";
+
+/// What the fake speech is made of: 24 kHz mono, [`FAKE_SPEECH_PER_CHAR`] per character of
+/// text, at most [`FAKE_SPEECH_MAX`].
+pub const FAKE_SPEECH_RATE: u32 = 24_000;
+pub const FAKE_SPEECH_PER_CHAR: Duration = Duration::from_millis(60);
+pub const FAKE_SPEECH_MAX: Duration = Duration::from_secs(30);
 
 /// The transcript of audio no test registered.
 pub const DEFAULT_TRANSCRIPT: &str = "Hello Radio24, this is a fake transcript.";
@@ -74,6 +86,27 @@ const AUDIO_EXTENSIONS: [&str; 10] = [
 
 /// How long a [`Fault::Timeout`] request hangs: longer than any client timeout in a test.
 const HANG: Duration = Duration::from_secs(300);
+
+const CHAT_MODELS: [&str; 8] = [
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4.1-nano",
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+];
+const TTS_MODELS: [&str; 3] = ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"];
+/// The speech endpoint's voices; the Realtime API has these but fable, nova and onyx.
+pub const VOICES: [&str; 13] = [
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
+    "marin", "cedar",
+];
+const SPEECH_FORMATS: [&str; 6] = ["mp3", "opus", "aac", "flac", "wav", "pcm"];
+const MAX_SPEECH_INPUT: usize = 4096;
+/// 100 ms of 24 kHz 16-bit audio.
+const SPEECH_CHUNK_BYTES: usize = 4800;
 
 /// A failure to answer the next request(s) with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +156,7 @@ struct Inner {
     transcripts: HashMap<[u8; 32], String>,
     default_transcript: String,
     moderation_rules: Vec<(String, String, f64)>,
+    chat_reply: Option<String>,
     next_id: u64,
 }
 
@@ -162,6 +196,8 @@ impl OpenAiFake {
                 // The API's own limit is checked in the handler, to answer it the API's way.
                 post(transcriptions).layer(DefaultBodyLimit::max(MAX_AUDIO_BYTES + (1 << 20))),
             )
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/audio/speech", post(speech))
             .fallback(unknown_url)
             .layer(middleware::from_fn_with_state(state.clone(), gate))
             .with_state(state.clone());
@@ -262,6 +298,11 @@ impl OpenAiFake {
         self.state.lock().default_transcript = text.to_owned();
     }
 
+    /// Makes chat completions answer `reply` (`None`: [`fake_reply`] of the last user message).
+    pub fn set_chat_reply(&self, reply: Option<&str>) {
+        self.state.lock().chat_reply = reply.map(str::to_owned);
+    }
+
     /// Texts containing `keyword` (case-insensitive) score at least `score` in `category`.
     pub fn add_moderation_rule(&self, keyword: &str, category: &str, score: f64) {
         self.state.lock().moderation_rules.push((
@@ -303,6 +344,64 @@ pub fn fake_embedding(text: &str, dims: usize) -> Vec<f32> {
         v.iter_mut().for_each(|x| *x /= norm);
     }
     v
+}
+
+/// What the fake models answer to `input`: its first non-empty line (at most 120
+/// characters) after a fixed opening, so tests can tell replies to different cues apart.
+pub fn fake_reply(input: &str) -> String {
+    let line = input
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let line: String = line.chars().take(120).collect();
+    format!("Radio24 here. {line}")
+}
+
+/// Samples of [`fake_speech`] for `text`.
+pub fn fake_speech_len(text: &str) -> usize {
+    let per_char = FAKE_SPEECH_PER_CHAR.as_millis() as usize * FAKE_SPEECH_RATE as usize / 1000;
+    let max = FAKE_SPEECH_MAX.as_millis() as usize * FAKE_SPEECH_RATE as usize / 1000;
+    (text.chars().count() * per_char).min(max)
+}
+
+/// Deterministic speech-like audio for `text`, 24 kHz mono: every word a voiced burst (five
+/// harmonics of a pitch between 100 and 190 Hz that moves with the letters, under a
+/// half-sine envelope over the word), every space or punctuation mark a pause.
+pub fn fake_speech(text: &str) -> Vec<i16> {
+    let chars: Vec<char> = text.chars().collect();
+    let total = fake_speech_len(text);
+    let per_char = fake_speech_len("x").max(1);
+    // The word each character belongs to, as a (first, end) character range.
+    let mut words = vec![(0, 0); chars.len()];
+    let mut start = 0;
+    for i in 0..=chars.len() {
+        if i == chars.len() || !chars[i].is_alphanumeric() {
+            for w in &mut words[start..i] {
+                *w = (start, i);
+            }
+            start = i + 1;
+        }
+    }
+    let mut phase = 0f64;
+    (0..total)
+        .map(|n| {
+            let i = n / per_char;
+            let c = chars[i];
+            if !c.is_alphanumeric() {
+                return 0;
+            }
+            let (first, end) = words[i];
+            let position = (n - first * per_char) as f64 / ((end - first) * per_char) as f64;
+            let envelope = (std::f64::consts::PI * position).sin();
+            let pitch = 100.0 + f64::from(u32::from(c) % 23) * 4.0;
+            phase += std::f64::consts::TAU * pitch / f64::from(FAKE_SPEECH_RATE);
+            let voiced: f64 = (1..=5)
+                .map(|k| (phase * f64::from(k)).sin() / f64::from(k))
+                .sum();
+            (voiced * envelope * 0.25 * 32767.0) as i16
+        })
+        .collect()
 }
 
 /// Counts the request, checks the key, injects a queued fault, and adds the API's headers.
@@ -351,7 +450,7 @@ async fn gate(State(state): State<Arc<FakeState>>, req: Request, next: Next) -> 
     res
 }
 
-fn authorized(key: &str, headers: &HeaderMap) -> bool {
+pub(crate) fn authorized(key: &str, headers: &HeaderMap) -> bool {
     bearer(headers).is_some_and(|token| token == key)
 }
 
@@ -363,32 +462,37 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn unauthorized(headers: &HeaderMap) -> Response {
-    match bearer(headers) {
-        None => api_error(
-            StatusCode::UNAUTHORIZED,
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(unauthorized_body(headers)),
+    )
+        .into_response()
+}
+
+/// The API's 401 body for a request with these headers (no key, or a wrong one).
+pub(crate) fn unauthorized_body(headers: &HeaderMap) -> Value {
+    let (message, code) = match bearer(headers) {
+        None => (
             "You didn't provide an API key. You need to provide your API key in an \
              Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), \
              or as the password field (with blank username) if you're accessing the API from \
              your browser and are prompted for a username. You can obtain an API key from \
-             https://platform.openai.com/account/api-keys.",
-            "invalid_request_error",
-            None,
+             https://platform.openai.com/account/api-keys."
+                .to_owned(),
             None,
         ),
         Some(token) => {
             let shown: String = token.chars().take(6).collect();
-            api_error(
-                StatusCode::UNAUTHORIZED,
-                &format!(
+            (
+                format!(
                     "Incorrect API key provided: {shown}***. You can find your API key at \
                      https://platform.openai.com/account/api-keys."
                 ),
-                "invalid_request_error",
-                None,
                 Some("invalid_api_key"),
             )
         }
-    }
+    };
+    error_body(&message, "invalid_request_error", None, code)
 }
 
 async fn fault_response(fault: Fault) -> Response {
@@ -450,10 +554,19 @@ fn api_error(
     param: Option<&str>,
     code: Option<&str>,
 ) -> Response {
-    let body = json!({
+    (status, axum::Json(error_body(message, kind, param, code))).into_response()
+}
+
+/// `{"error": {"message", "type", "param", "code"}}`.
+pub(crate) fn error_body(
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Value {
+    json!({
         "error": { "message": message, "type": kind, "param": param, "code": code }
-    });
-    (status, axum::Json(body)).into_response()
+    })
 }
 
 fn invalid(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
@@ -937,4 +1050,271 @@ async fn unknown_url(req: Request) -> Response {
         None,
         None,
     )
+}
+
+/// The JSON body of a request to `endpoint` and its `model`, one of `models`; else the
+/// API's 400 or 404.
+fn json_body_for(
+    state: &FakeState,
+    endpoint: &str,
+    body: &[u8],
+    models: &[&str],
+) -> Result<(Value, String), Box<Response>> {
+    let v = json_body(state, endpoint, body)?;
+    let Some(model) = v.get("model").and_then(Value::as_str) else {
+        return Err(Box::new(invalid(
+            "you must provide a model parameter",
+            None,
+            None,
+        )));
+    };
+    if !models.contains(&model) {
+        return Err(Box::new(model_not_found(model)));
+    }
+    let model = model.to_owned();
+    Ok((v, model))
+}
+
+/// The text of a chat message's `content`: a string, or an array of `text` parts.
+fn message_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => p.get("text").and_then(Value::as_str).map(str::to_owned),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|t| t.join("\n")),
+        _ => None,
+    }
+}
+
+fn positive_int(v: &Value, name: &str) -> Result<Option<u64>, Box<Response>> {
+    match v.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => match n.as_u64() {
+            Some(n) if n > 0 => Ok(Some(n)),
+            _ => Err(Box::new(invalid(
+                &format!("Invalid '{name}': integer below minimum value. Expected a value >= 1."),
+                Some(name),
+                Some("integer_below_min_value"),
+            ))),
+        },
+    }
+}
+
+async fn chat_completions(State(state): State<Arc<FakeState>>, body: Bytes) -> Response {
+    let (v, model) = match json_body_for(&state, CHAT_COMPLETIONS, &body, &CHAT_MODELS) {
+        Ok(found) => found,
+        Err(res) => return *res,
+    };
+    let model = model.as_str();
+    if v.get("stream").and_then(Value::as_bool) == Some(true) {
+        return invalid(
+            "The fake does not stream chat completions.",
+            Some("stream"),
+            Some("unsupported_value"),
+        );
+    }
+    let Some(messages) = v.get("messages").and_then(Value::as_array) else {
+        return invalid(
+            "Missing required parameter: 'messages'.",
+            Some("messages"),
+            Some("missing_required_parameter"),
+        );
+    };
+    if messages.is_empty() {
+        return invalid(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got \
+             an empty array instead.",
+            Some("messages"),
+            Some("empty_array"),
+        );
+    }
+    let mut texts = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if !matches!(role, "system" | "developer" | "user" | "assistant" | "tool") {
+            return invalid(
+                &format!(
+                    "Invalid value: '{role}'. Supported values are: 'system', 'assistant', \
+                     'user', 'tool', 'function' and 'developer'."
+                ),
+                Some(&format!("messages[{i}].role")),
+                Some("invalid_value"),
+            );
+        }
+        let Some(text) = m.get("content").and_then(message_text) else {
+            return invalid(
+                &format!("Invalid type for 'messages[{i}].content'."),
+                Some(&format!("messages[{i}].content")),
+                Some("invalid_type"),
+            );
+        };
+        texts.push((role, text));
+    }
+    let limit = match (
+        positive_int(&v, "max_tokens"),
+        positive_int(&v, "max_completion_tokens"),
+    ) {
+        (Err(res), _) | (_, Err(res)) => return *res,
+        (Ok(a), Ok(b)) => b.or(a),
+    };
+    let reply = state.lock().chat_reply.clone().unwrap_or_else(|| {
+        let last_user = texts.iter().rev().find(|(role, _)| *role == "user");
+        fake_reply(last_user.map_or("", |(_, t)| t.as_str()))
+    });
+    // Cut to the token limit the fake's tokenizer counts, the way a real completion stops.
+    let (reply, finish_reason) = match limit {
+        Some(max) if approx_tokens(&reply) as u64 > max => {
+            (reply.chars().take(max as usize * 4).collect(), "length")
+        }
+        _ => (reply, "stop"),
+    };
+    let prompt_tokens: usize = texts.iter().map(|(_, t)| approx_tokens(t)).sum();
+    let completion_tokens = approx_tokens(&reply);
+    let id: String = Sha256::digest(&body)[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    axum::Json(json!({
+        "id": format!("chatcmpl-{id}"),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": reply, "refusal": null, "annotations": [] },
+            "logprobs": null,
+            "finish_reason": finish_reason,
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "system_fingerprint": "fp_radio24_fake",
+    }))
+    .into_response()
+}
+
+async fn speech(State(state): State<Arc<FakeState>>, body: Bytes) -> Response {
+    let (v, model) = match json_body_for(&state, SPEECH, &body, &TTS_MODELS) {
+        Ok(found) => found,
+        Err(res) => return *res,
+    };
+    let model = model.as_str();
+    let input = match v.get("input").and_then(Value::as_str) {
+        Some(i) if !i.is_empty() => i,
+        _ => {
+            return invalid(
+                "Missing required parameter: 'input'.",
+                Some("input"),
+                Some("missing_required_parameter"),
+            );
+        }
+    };
+    if input.chars().count() > MAX_SPEECH_INPUT {
+        return invalid(
+            &format!("String should have at most {MAX_SPEECH_INPUT} characters"),
+            Some("input"),
+            Some("string_above_max_length"),
+        );
+    }
+    let voice = v.get("voice").and_then(Value::as_str).unwrap_or("");
+    if !VOICES.contains(&voice) {
+        return invalid(
+            &format!(
+                "Invalid value for 'voice' = {voice}. Supported values are: {}.",
+                VOICES.map(|v| format!("'{v}'")).join(", ")
+            ),
+            Some("voice"),
+            Some("invalid_value"),
+        );
+    }
+    let format = v
+        .get("response_format")
+        .and_then(Value::as_str)
+        .unwrap_or("mp3");
+    if !SPEECH_FORMATS.contains(&format) {
+        return invalid(
+            &format!("Invalid value for 'response_format' = {format}."),
+            Some("response_format"),
+            Some("invalid_value"),
+        );
+    }
+    if !matches!(format, "pcm" | "wav") {
+        return invalid(
+            &format!("The fake produces pcm and wav only, not {format}."),
+            Some("response_format"),
+            Some("unsupported_value"),
+        );
+    }
+    if v.get("instructions").is_some_and(|i| !i.is_null()) && model.starts_with("tts-1") {
+        return invalid(
+            &format!("Instructions are not supported for {model}."),
+            Some("instructions"),
+            Some("unsupported_parameter"),
+        );
+    }
+    if let Some(speed) = v.get("speed").filter(|s| !s.is_null())
+        && !speed.as_f64().is_some_and(|s| (0.25..=4.0).contains(&s))
+    {
+        return invalid(
+            "Invalid 'speed': expected a number between 0.25 and 4.0.",
+            Some("speed"),
+            Some("invalid_value"),
+        );
+    }
+    if v.get("stream_format").and_then(Value::as_str) == Some("sse") {
+        return invalid(
+            "The fake does not stream speech as server-sent events.",
+            Some("stream_format"),
+            Some("unsupported_value"),
+        );
+    }
+    let pcm: Vec<u8> = fake_speech(input)
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    let (audio, content_type) = if format == "wav" {
+        (wav_file(&pcm), "audio/wav")
+    } else {
+        (pcm, "audio/pcm")
+    };
+    let chunks: Vec<Result<Bytes, std::convert::Infallible>> = audio
+        .chunks(SPEECH_CHUNK_BYTES)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response()
+}
+
+/// A 24 kHz mono 16-bit WAV file around `pcm`.
+fn wav_file(pcm: &[u8]) -> Vec<u8> {
+    let rate = FAKE_SPEECH_RATE;
+    let len = pcm.len() as u32;
+    let mut out = Vec::with_capacity(44 + pcm.len());
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(pcm);
+    out
 }

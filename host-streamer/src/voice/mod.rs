@@ -4,9 +4,15 @@
 //! engine plays the bed meanwhile, so no failure is ever heard as silence.
 
 pub mod chain;
+pub mod dj;
 pub mod local;
+mod pcm;
+pub mod realtime;
+pub mod rest;
 pub mod speech;
 
+pub use realtime::{RealtimeConfig, RealtimeVoice};
+pub use rest::{RestConfig, RestVoice};
 pub use speech::{SpeechSource, SpeechWriter};
 
 use std::time::Duration;
