@@ -24,9 +24,10 @@ use crate::director::{Director, DirectorConfig, RecordingPath};
 use crate::library::Library;
 use crate::metrics::Metrics;
 use crate::output::Outputs;
-use crate::voice::Voice;
 use crate::voice::chain::VoiceChain;
 use crate::voice::local::LocalVoice;
+use crate::voice::{RealtimeVoice, RestVoice, Voice};
+use shared::openai::OpenAiClient;
 
 /// How long Pub/Sub waits for an ack before redelivering a ready message: a claim is one
 /// short transaction.
@@ -170,16 +171,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 fn voices(config: &Config, metrics: &Arc<Metrics>) -> Vec<Arc<dyn Voice>> {
-    let _ = metrics;
+    // `Config` only lists the OpenAI voices when a key is set.
     config
         .voices
         .iter()
-        .map(|kind| -> Arc<dyn Voice> {
-            match kind {
-                VoiceKind::Local | VoiceKind::Realtime | VoiceKind::Rest => {
-                    Arc::new(LocalVoice::new(config.local_voice.clone()))
-                }
-            }
+        .filter_map(|kind| -> Option<Arc<dyn Voice>> {
+            Some(match kind {
+                VoiceKind::Realtime => Arc::new(RealtimeVoice::new(
+                    config.realtime.clone()?,
+                    metrics.clone(),
+                )),
+                VoiceKind::Rest => Arc::new(RestVoice::new(
+                    OpenAiClient::new(config.openai.clone()?),
+                    config.rest.clone(),
+                )),
+                VoiceKind::Local => Arc::new(LocalVoice::new(config.local_voice.clone())),
+            })
         })
         .collect()
 }

@@ -13,6 +13,7 @@ use shared::outbox::RelayConfig;
 use crate::output::OutputConfig;
 use crate::program::AudioConfig;
 use crate::voice::local::LocalVoiceConfig;
+use crate::voice::{RealtimeConfig, RestConfig};
 
 /// The voices a chain can be made of (`DJ_VOICES`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,10 @@ pub struct Config {
     pub voices: Vec<VoiceKind>,
     pub local_voice: LocalVoiceConfig,
     pub openai: Option<OpenAiConfig>,
+    /// `OPENAI_REALTIME_*`, `REALTIME_*`, `DJ_VOICE_NAME`, `DJ_PERSONA`; with a key only.
+    pub realtime: Option<RealtimeConfig>,
+    /// `OPENAI_CHAT_MODEL`, `OPENAI_TTS_MODEL`, `OPENAI_SPEECH_STALL_TIMEOUT`.
+    pub rest: RestConfig,
     /// `DJ_TALK_INTERVAL`: how often the DJ speaks up when a block has nothing to play.
     pub talk_interval: Duration,
     pub audio: AudioConfig,
@@ -95,6 +100,8 @@ impl Config {
             gcs_endpoint: env.optional("STORAGE_EMULATOR_HOST")?,
             voices,
             local_voice: LocalVoiceConfig::from_env(env)?,
+            realtime: RealtimeConfig::from_env(env)?,
+            rest: RestConfig::from_env(env)?,
             openai,
             talk_interval: env.duration_or("DJ_TALK_INTERVAL", Duration::from_secs(180))?,
             audio: AudioConfig::from_env(env)?,

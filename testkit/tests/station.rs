@@ -138,3 +138,199 @@ async fn the_director_plays_a_ready_submission_within_one_qanda_block_and_logs_i
         .unwrap();
     assert_eq!(plays, 1);
 }
+
+/// Decodes Ogg/Opus with ffmpeg (a real decoder) to 48 kHz mono; fails on any decoder
+/// complaint.
+fn decode(ogg: &[u8]) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("air.ogg");
+    std::fs::write(&path, ogg).unwrap();
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "f32le", "-ac", "1", "-ar", "48000", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let complaints = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && complaints.trim().is_empty(),
+        "ffmpeg: {complaints}"
+    );
+    out.stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Longest run of 20 ms windows under -50 dBFS, in seconds.
+fn longest_silence(samples: &[f32]) -> f64 {
+    let (mut run, mut longest) = (0usize, 0usize);
+    for window in samples.chunks(960) {
+        let rms = (window.iter().map(|s| s * s).sum::<f32>() / window.len() as f32).sqrt();
+        if 20.0 * rms.log10() < -50.0 {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    longest as f64 * 0.02
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Five minutes in real time with the DJ on the Realtime fake, which is killed and
+/// restarted twice (and whose sessions expire every 45 s): the stream a listener receives
+/// decodes cleanly with ffmpeg from end to end and never stays silent as long as the
+/// watchdog limit.
+#[tokio::test]
+async fn five_minutes_on_air_through_realtime_outages_decode_cleanly_without_dead_air() {
+    const MINUTES: u64 = 5;
+    let fake_bin = testkit::pipeline::binary("realtime-fake").unwrap();
+    let fake_dir = tempfile::tempdir().unwrap();
+    let fake_port = testkit::free_port();
+    let start_fake = || {
+        let mut cmd = std::process::Command::new(&fake_bin);
+        cmd.env("REALTIME_FAKE_PORT", fake_port.to_string())
+            .env("REALTIME_FAKE_SESSION_LIFETIME", "45s");
+        testkit::spawn_logged(cmd, fake_dir.path().join("realtime-fake.log")).unwrap()
+    };
+    let fake_listening = || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", fake_port))
+            .await
+            .is_ok()
+    };
+    let mut fake = Some(start_fake());
+    wait_until("realtime-fake", Duration::from_secs(10), fake_listening)
+        .await
+        .unwrap();
+
+    let streamer_env = |k: &str, v: String| ("host-streamer", k.to_owned(), v);
+    let p = station(vec![
+        streamer_env("OPENAI_API_KEY", testkit::openai_fake::FAKE_API_KEY.into()),
+        streamer_env(
+            "OPENAI_REALTIME_URL",
+            format!("ws://127.0.0.1:{fake_port}/v1/realtime"),
+        ),
+        streamer_env("DJ_VOICES", "realtime".into()),
+        streamer_env("DJ_TALK_INTERVAL", "8s".into()),
+        streamer_env("REALTIME_CONNECT_TIMEOUT", "2s".into()),
+        streamer_env("RECORDING_SEGMENT", "60s".into()),
+    ])
+    .await;
+    let streamer_url = p.streamer.as_ref().unwrap().1.clone();
+
+    // The listener.
+    let listen = tokio::spawn({
+        let url = format!("{streamer_url}/stream.ogg");
+        async move {
+            let mut res = reqwest::get(&url).await.unwrap();
+            assert_eq!(res.status(), 200);
+            let mut body = Vec::new();
+            let end = tokio::time::Instant::now() + Duration::from_secs(MINUTES * 60);
+            while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(end, res.chunk()).await {
+                body.extend_from_slice(&chunk);
+            }
+            body
+        }
+    });
+
+    // The program's timeline: listeners write in, the Realtime service goes away and
+    // comes back twice.
+    let started = tokio::time::Instant::now();
+    let at = |s: u64| started + Duration::from_secs(s);
+    let client = reqwest::Client::new();
+    for (second, action) in [
+        (20, "post"),
+        (60, "kill"),
+        (80, "post"),
+        (100, "start"),
+        (140, "post"),
+        (170, "kill"),
+        (200, "start"),
+        (230, "post"),
+    ] {
+        tokio::time::sleep_until(at(second)).await;
+        match action {
+            "post" => {
+                let res = client
+                    .post(format!("{}/v1/submissions", p.ingest_url))
+                    .json(&json!({ "text": format!("Greetings at second {second} of the test!") }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 202);
+            }
+            "kill" => {
+                if let Some(f) = fake.take() {
+                    f.kill();
+                }
+            }
+            _ => {
+                fake = Some(start_fake());
+                wait_until(
+                    "realtime-fake again",
+                    Duration::from_secs(10),
+                    fake_listening,
+                )
+                .await
+                .unwrap();
+            }
+        }
+    }
+    let ogg = listen.await.unwrap();
+    let metrics = client
+        .get(format!("{streamer_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    let samples = decode(&ogg);
+    let seconds = samples.len() as f64 / 48_000.0;
+    let silence = longest_silence(&samples);
+    let voices: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT substring(transcript from 'DJ \\((\\w+)\\)'), count(*) FROM on_air_log \
+         WHERE transcript LIKE '%DJ (%' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&p.db)
+    .await
+    .unwrap();
+    let aired: i64 = sqlx::query_scalar("SELECT count(*) FROM submission WHERE status = 'aired'")
+        .fetch_one(&p.db)
+        .await
+        .unwrap();
+    println!(
+        "received {} bytes = {seconds:.2} s of audio, decoded without complaint; longest silence {silence:.2} s; \
+         cues by voice {voices:?}; aired {aired}; reconnects {}, voice failures {}, silence events {}, late frames {}",
+        ogg.len(),
+        metric(&metrics, "radio24_realtime_reconnects_total"),
+        metric(&metrics, "radio24_voice_failures_total"),
+        metric(&metrics, "radio24_silence_events_total"),
+        metric(&metrics, "radio24_frames_late_total"),
+    );
+    let expected = (MINUTES * 60) as f64;
+    assert!(
+        (seconds - expected).abs() < 3.0,
+        "{seconds} s of audio in {expected} s"
+    );
+    assert!(silence < 1.5, "silent for {silence} s");
+    assert!(
+        metric(&metrics, "radio24_realtime_reconnects_total") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "radio24_voice_failures_total") >= 1.0,
+        "{metrics}"
+    );
+    let spoke = |voice: &str| voices.iter().any(|(v, n)| v == voice && *n > 0);
+    assert!(spoke("realtime") && spoke("local"), "{voices:?}");
+    assert_eq!(aired, 4, "{}", p.log_tails(30));
+}

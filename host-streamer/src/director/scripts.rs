@@ -11,8 +11,10 @@ use crate::voice::Cue;
 /// Longest listener text read on air, in characters.
 const MAX_READ_CHARS: usize = 600;
 
+/// `text` trimmed to what is read on air, without closing punctuation (the scripts add
+/// their own).
 fn clip(text: &str) -> String {
-    let text = text.trim();
+    let text = text.trim().trim_end_matches(['.', '!', '?', ';', ',']);
     if text.chars().count() <= MAX_READ_CHARS {
         return text.to_owned();
     }

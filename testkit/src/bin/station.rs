@@ -2,9 +2,11 @@
 //!
 //! Starts throwaway Postgres + pgvector, the Pub/Sub emulator and fake-gcs-server on free
 //! loopback ports, then the pipeline (ingest on 127.0.0.1:8080 with anonymous listeners,
-//! embed and moderate behind emulator push subscriptions, local models), prints where to
-//! POST and how to review held submissions, and logs every submission that becomes ready
-//! for air. Ctrl-C stops everything and removes the throwaway data.
+//! embed and moderate behind emulator push subscriptions, local models) and the
+//! host-streamer (offline espeak-ng DJ, generated bed, Ogg/Opus on
+//! http://127.0.0.1:8090/stream.ogg), prints where to POST, listen and review held
+//! submissions, and logs every submission that becomes ready for air. Ctrl-C stops
+//! everything and removes the throwaway data.
 
 use anyhow::{Context, Result};
 use shared::message::SubmissionEvent;
@@ -13,23 +15,29 @@ use testkit::{FakeGcs, Postgres, PubsubEmulator};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let port: u16 = match std::env::var("INGEST_PORT") {
-        Ok(p) => p.parse().context("INGEST_PORT must be a port number")?,
-        Err(_) => 8080,
-    };
+    let port = port_var("INGEST_PORT", 8080)?;
+    let streamer_port = port_var("STREAMER_PORT", 8090)?;
     eprintln!("starting Postgres + pgvector, the Pub/Sub emulator and fake-gcs-server ...");
     let (pg, emulator, gcs) =
         tokio::try_join!(Postgres::start(), PubsubEmulator::start(), FakeGcs::start())?;
-    eprintln!("starting ingest, embed and moderate (loading the local models) ...");
+    eprintln!("starting ingest, embed, moderate and the host-streamer ...");
     let options = PipelineOptions {
         ingest_port: port,
+        streamer: Some(streamer_port),
         ..PipelineOptions::default()
     };
     let p = Pipeline::start(&pg, &emulator, &gcs, options).await?;
     let base = &p.ingest_url;
     let review = &p.moderate_url;
+    let air = p
+        .streamer
+        .as_ref()
+        .map(|(_, url)| url.as_str())
+        .unwrap_or_default();
     println!(
         "\nRadio24 is running locally (embedded defaults: anonymous listeners, local models).\n\
+         \n  Listen:      {air}/stream.ogg   (a browser, mpv, ffplay or VLC)\
+         \n  Metrics:     {air}/metrics\
          \n  Post text:   curl -i -X POST {base}/v1/submissions -H 'content-type: application/json' -d '{{\"text\":\"Hello Radio24!\"}}'\
          \n  Post audio:  curl -i -X POST {base}/v1/submissions -F audio=@shared/tests/fixtures/audio/speech.webm\
          \n  Status:      curl {base}/v1/submissions/<id>\
@@ -90,4 +98,13 @@ async fn main() -> Result<()> {
     }
     eprintln!("stopping ...");
     Ok(())
+}
+
+fn port_var(name: &str, default: u16) -> Result<u16> {
+    match std::env::var(name) {
+        Ok(p) => p
+            .parse()
+            .with_context(|| format!("{name} must be a port number")),
+        Err(_) => Ok(default),
+    }
 }
