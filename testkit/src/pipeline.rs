@@ -226,6 +226,34 @@ impl Pipeline {
         Ok(p)
     }
 
+    /// A pipeline on this test process's shared Postgres, emulator and fake-gcs-server.
+    pub async fn start_shared(options: PipelineOptions) -> Result<Pipeline> {
+        let (pg, emulator, gcs) = tokio::try_join!(
+            Postgres::shared(),
+            PubsubEmulator::shared(),
+            FakeGcs::shared()
+        )?;
+        Pipeline::start(pg, emulator, gcs, options).await
+    }
+
+    /// Posts a text submission as an anonymous listener; its id once accepted.
+    pub async fn post_text(&self, text: &str) -> Result<uuid::Uuid> {
+        let res = reqwest::Client::new()
+            .post(format!("{}/v1/submissions", self.ingest_url))
+            .json(&serde_json::json!({ "text": text }))
+            .send()
+            .await?;
+        let status = res.status();
+        let body: serde_json::Value = res.json().await?;
+        if status != 202 {
+            bail!("submission answered {status}: {body}");
+        }
+        body["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .with_context(|| format!("no id in {body}"))
+    }
+
     /// Opens the ready listener's streaming pull.
     pub async fn ready(&self) -> Result<Subscription> {
         Ok(self.bus.subscribe(&self.ready_subscription).await?)

@@ -11,18 +11,10 @@ use shared::bus::Subscription;
 use shared::message::{Event, SubmissionEvent};
 use testkit::openai_fake::MODERATIONS;
 use testkit::pipeline::{Pipeline, PipelineOptions, binary};
-use testkit::{FakeGcs, Fault, OpenAiFake, Postgres, PubsubEmulator, wait_until};
+use testkit::{Fault, OpenAiFake, PubsubEmulator, wait_until};
 
 async fn start(options: PipelineOptions) -> Pipeline {
-    let (pg, emulator, gcs) = tokio::try_join!(
-        Postgres::shared(),
-        PubsubEmulator::shared(),
-        FakeGcs::shared()
-    )
-    .expect("test servers");
-    Pipeline::start(pg, emulator, gcs, options)
-        .await
-        .expect("pipeline")
+    Pipeline::start_shared(options).await.expect("pipeline")
 }
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -34,13 +26,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 async fn post_text(p: &Pipeline, text: &str) -> uuid::Uuid {
-    let res = reqwest::Client::new()
-        .post(format!("{}/v1/submissions", p.ingest_url))
-        .json(&json!({ "text": text }))
-        .send()
-        .await
-        .unwrap();
-    accepted(res).await
+    p.post_text(text).await.expect("text accepted")
 }
 
 async fn post_audio(p: &Pipeline, bytes: Vec<u8>) -> uuid::Uuid {

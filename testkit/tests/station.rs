@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use shared::bus::OutgoingMessage;
 use shared::message::{Event, SubmissionEvent};
 use shared::submission::{SubmissionId, SubmissionKind};
 use testkit::pipeline::{Pipeline, PipelineOptions};
-use testkit::{FakeGcs, Postgres, PubsubEmulator, wait_until};
+use testkit::wait_until;
 
 /// Every hour one 60-minute QANDA block.
 const ALL_QANDA: &str = "DELETE FROM schedule WHERE channel_id = 'main'; \
@@ -17,19 +16,13 @@ const ALL_QANDA: &str = "DELETE FROM schedule WHERE channel_id = 'main'; \
     SELECT 'main', h, 0, 'QANDA', 60 FROM generate_series(0, 23) AS h;";
 
 async fn station(env: Vec<(&'static str, String, String)>) -> Pipeline {
-    let (pg, emulator, gcs) = tokio::try_join!(
-        Postgres::shared(),
-        PubsubEmulator::shared(),
-        FakeGcs::shared()
-    )
-    .expect("test servers");
     let options = PipelineOptions {
         streamer: Some(0),
         before_streamer: vec![ALL_QANDA.to_owned()],
         env,
         ..PipelineOptions::default()
     };
-    Pipeline::start(pg, emulator, gcs, options)
+    Pipeline::start_shared(options)
         .await
         .expect("pipeline with streamer")
 }
@@ -43,18 +36,7 @@ async fn the_director_plays_a_ready_submission_within_one_qanda_block_and_logs_i
     )])
     .await;
     let text = "Hello Radio24, greetings from the night shift at the bakery!";
-    let res = reqwest::Client::new()
-        .post(format!("{}/v1/submissions", p.ingest_url))
-        .json(&json!({ "text": text }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    let id: uuid::Uuid = res.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id = p.post_text(text).await.unwrap();
 
     let aired = wait_until("aired", Duration::from_secs(90), || async {
         sqlx::query_scalar::<_, String>("SELECT status FROM submission WHERE id = $1")
@@ -258,13 +240,9 @@ async fn five_minutes_on_air_through_realtime_outages_decode_cleanly_without_dea
         tokio::time::sleep_until(at(second)).await;
         match action {
             "post" => {
-                let res = client
-                    .post(format!("{}/v1/submissions", p.ingest_url))
-                    .json(&json!({ "text": format!("Greetings at second {second} of the test!") }))
-                    .send()
+                p.post_text(&format!("Greetings at second {second} of the test!"))
                     .await
                     .unwrap();
-                assert_eq!(res.status(), 202);
             }
             "kill" => {
                 if let Some(f) = fake.take() {

@@ -176,7 +176,7 @@ impl Director {
                     self.play_submission(item).await;
                     continue;
                 }
-                Ok(None) => {}
+                Ok(None) => self.refresh_queue_depth().await,
                 Err(e) => tracing::error!(error = %e, "cannot take the next submission"),
             }
             let wait = until(ends).min(self.config.talk_interval);
