@@ -119,6 +119,40 @@ async fn the_director_plays_a_ready_submission_within_one_qanda_block_and_logs_i
         .await
         .unwrap();
     assert_eq!(plays, 1);
+
+    // SIGTERM: the streamer finishes the frame, ends the stream, uploads the open
+    // recording segment and exits 0 within its grace.
+    let (child, _) = p.streamer.as_ref().unwrap();
+    let stopping = std::time::Instant::now();
+    child.kill();
+    let status = child.exit_status().expect("exited");
+    let log = child.log_tail(30);
+    println!("stopped in {:?}: {status}", stopping.elapsed());
+    assert!(status.success(), "{status}\n{log}");
+    assert!(stopping.elapsed() < Duration::from_secs(9), "{log}");
+    assert!(log.contains("left_in_spool: 0"), "{log}");
+    let spooled: Vec<_> = walk(&p.logs().join("spool"))
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "ogg"))
+        .collect();
+    assert!(spooled.is_empty(), "left in the spool: {spooled:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
 }
 
 /// Decodes Ogg/Opus with ffmpeg (a real decoder) to 48 kHz mono; fails on any decoder
