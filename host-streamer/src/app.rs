@@ -134,16 +134,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .merge(stream_routes);
     let listener = shared::process::bind(config.host, config.port).await?;
     tracing::info!(addr = %listener.local_addr()?, channel = %config.channel, "host-streamer on air");
-    let served = shared::http::serve(
+    // The server stops accepting at the stop; listeners' responses end when the stream
+    // does (below), so they get its last page rather than a cut connection.
+    let server = tokio::spawn(shared::http::serve(
         listener,
         shared::http::finish_router(router),
-        shared::http::shutdown_signal(),
+        stop.clone().cancelled_owned(),
         Duration::from_secs(2),
-    )
-    .await;
+    ));
+    shared::http::shutdown_signal().await;
 
     // SIGTERM: stop taking and claiming (held messages are nacked), finish the frame in
-    // progress, close the live stream and the recording segment.
+    // progress, end the live stream and upload the open recording segment.
     tracing::info!("stopping");
     stop.cancel();
     let _ = relay_stop.send(true);
@@ -165,6 +167,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let finished = outputs.finish(config.shutdown_grace).await;
     tracing::info!(?finished, "outputs finished");
+    let served = server.await?;
     bus.flush().await;
     served?;
     Ok(())

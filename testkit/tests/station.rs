@@ -122,7 +122,16 @@ async fn the_director_plays_a_ready_submission_within_one_qanda_block_and_logs_i
 
     // SIGTERM: the streamer finishes the frame, ends the stream, uploads the open
     // recording segment and exits 0 within its grace.
-    let (child, _) = p.streamer.as_ref().unwrap();
+    let (child, url) = p.streamer.as_ref().unwrap();
+    let mut listener = reqwest::get(format!("{url}/stream.ogg")).await.unwrap();
+    let first = listener.chunk().await.unwrap().expect("stream headers");
+    let listening = tokio::spawn(async move {
+        let mut body = first.to_vec();
+        while let Ok(Some(chunk)) = listener.chunk().await {
+            body.extend_from_slice(&chunk);
+        }
+        body
+    });
     let stopping = std::time::Instant::now();
     child.kill();
     let status = child.exit_status().expect("exited");
@@ -136,6 +145,17 @@ async fn the_director_plays_a_ready_submission_within_one_qanda_block_and_logs_i
         .filter(|f| f.extension().is_some_and(|e| e == "ogg"))
         .collect();
     assert!(spooled.is_empty(), "left in the spool: {spooled:?}");
+    // A listener connected at the stop got the end of the stream, not a cut connection.
+    let heard = tokio::time::timeout(Duration::from_secs(5), listening)
+        .await
+        .expect("the listener's response ended")
+        .unwrap();
+    let samples = decode(&heard);
+    println!(
+        "listener at the stop: {} bytes, {:.2} s decoded cleanly",
+        heard.len(),
+        samples.len() as f64 / 48_000.0
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
