@@ -675,93 +675,15 @@ mod webm {
 mod ogg {
     use super::{
         AudioFormat, AudioInfo, OPUS_RATE, ProbeError, opus_packet_samples, read_u16_le,
-        read_u32_le, samples_to_duration,
+        samples_to_duration,
     };
 
-    pub(super) const CAPTURE: &[u8; 4] = b"OggS";
-    const HEADER_LEN: usize = 27;
-    const FLAG_CONTINUED: u8 = 0x01;
-    const FLAG_BOS: u8 = 0x02;
+    pub(super) use crate::ogg::CAPTURE;
+    use crate::ogg::{FLAG_BOS, FLAG_CONTINUED, Page, PageError};
+
     const NO_GRANULE: u64 = u64::MAX;
     /// The last page may trim its final packet (at most 120 ms); allow two packets.
     const MAX_END_TRIM: u64 = 2 * 5760;
-
-    const CRC_TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut crc = (i as u32) << 24;
-            let mut bit = 0;
-            while bit < 8 {
-                crc = if crc & 0x8000_0000 != 0 {
-                    (crc << 1) ^ 0x04C1_1DB7
-                } else {
-                    crc << 1
-                };
-                bit += 1;
-            }
-            table[i] = crc;
-            i += 1;
-        }
-        table
-    };
-
-    fn crc_update(crc: u32, bytes: &[u8]) -> u32 {
-        bytes.iter().fold(crc, |crc, &b| {
-            (crc << 8) ^ CRC_TABLE[usize::from((crc >> 24) as u8 ^ b)]
-        })
-    }
-
-    struct Page<'a> {
-        flags: u8,
-        granule: u64,
-        serial: u32,
-        lacing: &'a [u8],
-        body: &'a [u8],
-        len: usize,
-    }
-
-    enum PageError {
-        Truncated,
-        Corrupt,
-    }
-
-    fn read_page(buf: &[u8], pos: usize) -> Result<Page<'_>, PageError> {
-        let rest = buf.get(pos..).unwrap_or_default();
-        if !rest.starts_with(CAPTURE) {
-            let is_prefix = rest.len() < CAPTURE.len() && CAPTURE.starts_with(rest);
-            return Err(if is_prefix {
-                PageError::Truncated
-            } else {
-                PageError::Corrupt
-            });
-        }
-        let header = rest.get(..HEADER_LEN).ok_or(PageError::Truncated)?;
-        if header[4] != 0 {
-            return Err(PageError::Corrupt);
-        }
-        let lacing_end = HEADER_LEN + usize::from(header[26]);
-        let lacing = rest
-            .get(HEADER_LEN..lacing_end)
-            .ok_or(PageError::Truncated)?;
-        let body_len: usize = lacing.iter().map(|&l| usize::from(l)).sum();
-        let page = rest
-            .get(..lacing_end + body_len)
-            .ok_or(PageError::Truncated)?;
-        let stored_crc = read_u32_le(page, 22).ok_or(PageError::Truncated)?;
-        let crc = crc_update(crc_update(crc_update(0, &page[..22]), &[0; 4]), &page[26..]);
-        if crc != stored_crc {
-            return Err(PageError::Corrupt);
-        }
-        Ok(Page {
-            flags: header[5],
-            granule: u64::from_le_bytes(header[6..14].try_into().unwrap_or_default()),
-            serial: read_u32_le(header, 14).unwrap_or_default(),
-            lacing,
-            body: &page[lacing_end..],
-            len: page.len(),
-        })
-    }
 
     struct Head {
         channels: u16,
@@ -810,15 +732,15 @@ mod ogg {
     }
 
     pub(super) fn probe(buf: &[u8]) -> Result<AudioInfo, ProbeError> {
-        let first = read_page(buf, 0).map_err(|e| match e {
+        let first = Page::read(buf).map_err(|e| match e {
             PageError::Truncated => ProbeError::Malformed("ogg: truncated first page"),
             PageError::Corrupt => ProbeError::Malformed("ogg: corrupt first page"),
         })?;
         let head = read_head(&first)?;
         let mut walker = Walker::default();
-        let mut pos = first.len;
+        let mut pos = first.bytes.len();
         loop {
-            let page = match read_page(buf, pos) {
+            let page = match Page::read(buf.get(pos..).unwrap_or_default()) {
                 Ok(page) => page,
                 // Cut off mid-page: measure what came before.
                 Err(PageError::Truncated) => break,
@@ -834,7 +756,7 @@ mod ogg {
             }
             walker.page(&page)?;
             // Every page is at least HEADER_LEN bytes, so this always advances.
-            pos += page.len;
+            pos += page.bytes.len();
         }
         let samples = walker.playable_samples(head.pre_skip)?;
         Ok(AudioInfo {

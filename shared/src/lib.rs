@@ -14,6 +14,7 @@ pub mod http;
 pub mod listen_token;
 pub mod message;
 pub mod moderation;
+pub mod ogg;
 pub mod openai;
 pub mod operator;
 pub mod outbox;

@@ -15,42 +15,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// Opus timestamps (granule positions) count samples at 48 kHz, whatever the input rate.
 pub const OPUS_GRANULE_RATE: u32 = 48_000;
 
-/// Header-type flags (RFC 3533 §6).
-pub const FLAG_CONTINUED: u8 = 0x01;
-pub const FLAG_BOS: u8 = 0x02;
-pub const FLAG_EOS: u8 = 0x04;
+use shared::ogg::{CAPTURE, CRC_AT, HEADER_LEN};
+pub use shared::ogg::{FLAG_BOS, FLAG_CONTINUED, FLAG_EOS, Page, PageError, page_crc, pages};
 
-/// Capture pattern, version, header type, granule, serial, sequence, CRC, segment count.
-const HEADER_LEN: usize = 27;
-const CAPTURE: &[u8; 4] = b"OggS";
-/// Offset of the CRC in the page header.
-const CRC_AT: usize = 22;
 /// A page holds at most 255 lacing values.
 const MAX_LACING: usize = 255;
 /// The largest packet that fits on one page (255 lacing values: 254 × 255 + 254).
 pub const MAX_PACKET: usize = MAX_LACING * 255 - 1;
-
-/// Ogg's CRC-32: polynomial 0x04c11db7, no reflection, zero initial value and final XOR
-/// (RFC 3533 §6; not the zlib CRC-32).
-const OGG_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::Algorithm {
-    width: 32,
-    poly: 0x04c1_1db7,
-    init: 0,
-    refin: false,
-    refout: false,
-    xorout: 0,
-    check: 0x89a1_897f,
-    residue: 0,
-});
-
-/// The checksum of a page, computed with its CRC field taken as zero.
-pub fn page_crc(page: &[u8]) -> u32 {
-    let mut digest = OGG_CRC.digest();
-    digest.update(&page[..CRC_AT]);
-    digest.update(&[0; 4]);
-    digest.update(&page[CRC_AT + 4..]);
-    digest.finalize()
-}
 
 /// What the two Opus header packets say (RFC 7845 §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,122 +221,12 @@ fn lacing_len(packet: &[u8]) -> usize {
     packet.len() / 255 + 1
 }
 
-/// One page read back from bytes, its checksum verified.
-#[derive(Debug, Clone, Copy)]
-pub struct Page<'a> {
-    /// The whole page, header included.
-    pub bytes: &'a [u8],
-    pub flags: u8,
-    pub granule: u64,
-    pub serial: u32,
-    pub sequence: u32,
-    lacing: &'a [u8],
-    body: &'a [u8],
-}
-
-/// Why bytes are not a page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PageError {
-    /// The bytes end before the page does: a write cut off.
-    #[error("truncated Ogg page")]
-    Truncated,
-    /// Not a page, or its checksum does not match.
-    #[error("corrupt Ogg page")]
-    Corrupt,
-}
-
-impl<'a> Page<'a> {
-    /// The page at the start of `buf`.
-    pub fn read(buf: &'a [u8]) -> Result<Page<'a>, PageError> {
-        if buf.len() < CAPTURE.len() {
-            return Err(if CAPTURE.starts_with(buf) {
-                PageError::Truncated
-            } else {
-                PageError::Corrupt
-            });
-        }
-        if !buf.starts_with(CAPTURE) {
-            return Err(PageError::Corrupt);
-        }
-        let header = buf.get(..HEADER_LEN).ok_or(PageError::Truncated)?;
-        if header[4] != 0 {
-            return Err(PageError::Corrupt);
-        }
-        let lacing_end = HEADER_LEN + usize::from(header[26]);
-        let lacing = buf
-            .get(HEADER_LEN..lacing_end)
-            .ok_or(PageError::Truncated)?;
-        let body_len: usize = lacing.iter().map(|&l| usize::from(l)).sum();
-        let bytes = buf
-            .get(..lacing_end + body_len)
-            .ok_or(PageError::Truncated)?;
-        let stored = u32::from_le_bytes(le4(&bytes[CRC_AT..]));
-        if page_crc(bytes) != stored {
-            return Err(PageError::Corrupt);
-        }
-        Ok(Page {
-            bytes,
-            flags: header[5],
-            granule: u64::from_le_bytes(header[6..14].try_into().unwrap_or_default()),
-            serial: u32::from_le_bytes(le4(&header[14..])),
-            sequence: u32::from_le_bytes(le4(&header[18..])),
-            lacing,
-            body: &bytes[lacing_end..],
-        })
-    }
-
-    /// The packets this page holds, in order. Meant for pages written by [`OggWriter`],
-    /// whose packets never span pages.
-    pub fn packets(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let body = self.body;
-        let mut start = 0;
-        let mut end = 0;
-        self.lacing.iter().filter_map(move |&l| {
-            end += usize::from(l);
-            (l < 255).then(|| {
-                let packet = &body[start..end];
-                start = end;
-                packet
-            })
-        })
-    }
-
-    /// The same page with `flags` set, its checksum recomputed.
-    pub fn with_flags(&self, flags: u8) -> Vec<u8> {
-        let mut page = self.bytes.to_vec();
-        page[5] |= flags;
-        let crc = page_crc(&page);
-        page[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-        page
-    }
-}
-
-fn le4(b: &[u8]) -> [u8; 4] {
-    b[..4].try_into().unwrap_or_default()
-}
-
-/// Iterates over the pages of `buf` until the first that is truncated or corrupt.
-pub fn pages(buf: &[u8]) -> impl Iterator<Item = Page<'_>> {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        let page = Page::read(&buf[pos..]).ok()?;
-        pos += page.bytes.len();
-        Some(page)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn packet(len: usize, fill: u8) -> Vec<u8> {
         vec![fill; len]
-    }
-
-    #[test]
-    fn crc_is_ogg_s() {
-        // Catalogue check value of the Ogg CRC parameters.
-        assert_eq!(OGG_CRC.checksum(b"123456789"), 0x89a1_897f);
     }
 
     #[test]
