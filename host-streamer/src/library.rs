@@ -110,3 +110,69 @@ impl Library {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::store::LocalFsStore;
+
+    /// A mono 16-bit WAV of `seconds` of a 440 Hz tone at `rate`.
+    fn wav(rate: u32, seconds: f32) -> Vec<u8> {
+        let n = (rate as f32 * seconds) as usize;
+        let mut out = Vec::new();
+        out.extend_from_slice(b"RIFF");
+        out.extend_from_slice(&(36 + 2 * n as u32).to_le_bytes());
+        out.extend_from_slice(b"WAVEfmt ");
+        out.extend_from_slice(&16u32.to_le_bytes());
+        out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        out.extend_from_slice(&1u16.to_le_bytes()); // mono
+        out.extend_from_slice(&rate.to_le_bytes());
+        out.extend_from_slice(&(rate * 2).to_le_bytes());
+        out.extend_from_slice(&2u16.to_le_bytes());
+        out.extend_from_slice(&16u16.to_le_bytes());
+        out.extend_from_slice(b"data");
+        out.extend_from_slice(&(2 * n as u32).to_le_bytes());
+        for i in 0..n {
+            let s = (std::f32::consts::TAU * 440.0 * i as f32 / rate as f32).sin() * 8000.0;
+            out.extend_from_slice(&(s as i16).to_le_bytes());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_local_folder_library_rotates_music_and_jingles_and_skips_bad_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFsStore::new(dir.path()).await.unwrap());
+        let put = |key: &'static str, bytes: Vec<u8>| {
+            let store = store.clone();
+            async move { store.put(key, bytes.into(), "audio/wav").await.unwrap() }
+        };
+        put("music/a.wav", wav(44_100, 1.0)).await;
+        put("music/broken.wav", b"not audio at all".to_vec()).await;
+        put("jingles/ident.wav", wav(22_050, 0.5)).await;
+        put(
+            "index.txt",
+            b"# the rotation\nmusic/a.wav\nmusic/broken.wav\n\njingles/ident.wav\nbeds/unknown.wav\n"
+                .to_vec(),
+        )
+        .await;
+        let library = Library::load(store).await.unwrap();
+        assert!(!library.is_empty(Kind::Music) && !library.is_empty(Kind::Jingle));
+        let (key, samples) = library.next(Kind::Music).await.unwrap();
+        assert_eq!(key, "music/a.wav");
+        // Decoded at 48 kHz whatever the file's rate.
+        assert!(samples.len().abs_diff(48_000) < 100, "{}", samples.len());
+        // The undecodable item is skipped (the bed plays), then the rotation goes on.
+        assert!(library.next(Kind::Music).await.is_none());
+        assert_eq!(library.next(Kind::Music).await.unwrap().0, "music/a.wav");
+        let (_, jingle) = library.next(Kind::Jingle).await.unwrap();
+        assert!(jingle.len().abs_diff(24_000) < 100, "{}", jingle.len());
+    }
+
+    #[tokio::test]
+    async fn a_library_without_an_index_is_refused_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFsStore::new(dir.path()).await.unwrap());
+        assert!(Library::load(store).await.is_err());
+    }
+}
