@@ -1,7 +1,8 @@
 //! The air path's cost: the station's source graph (voice ducking a bed, loudness, the
 //! watchdog) mixed, encoded to Opus and paginated for listeners and recordings, fed with a
 //! voice file every 30 s over a looping bed, the same stream `bench/streamer.sh` asks
-//! Liquidsoap to produce.
+//! Liquidsoap to produce. The voice is pushed at 24 kHz, as the Realtime API delivers it,
+//! so its resampling to 48 kHz is part of the cost.
 //!
 //! ```text
 //! air_bench --voice speech.wav --bed bed.wav --virtual 3600   # 1 h of audio, flat out
@@ -22,9 +23,13 @@ use host_streamer::output::{OutputConfig, Outputs};
 use host_streamer::program::{self, AudioConfig};
 use shared::audio_decode::decode_at;
 
+/// The Realtime API's output rate.
+const VOICE_RATE: u32 = 24_000;
+
 struct Bench {
     outputs: Outputs,
     feeds: Feeds,
+    /// At [`VOICE_RATE`].
     voice: Vec<f32>,
     bed: Vec<f32>,
     frames: u64,
@@ -55,7 +60,7 @@ impl Sink for Bench {
         // The voice every 30 s, the bed kept topped up (it loops).
         if self.frames.is_multiple_of(1_500) {
             self.feeds.dj.begin();
-            self.feeds.dj.push_f32(SAMPLE_RATE, &self.voice);
+            self.feeds.dj.push_f32(VOICE_RATE, &self.voice);
             self.feeds.dj.end();
         }
         if self.feeds.music.queued() < Duration::from_secs(5) {
@@ -76,9 +81,9 @@ impl Sink for Bench {
     }
 }
 
-fn decode(path: &str) -> Vec<f32> {
+fn decode(path: &str, rate: u32) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    decode_at(&bytes, Duration::from_secs(600), SAMPLE_RATE)
+    decode_at(&bytes, Duration::from_secs(600), rate)
         .unwrap_or_else(|e| panic!("{path}: {e}"))
         .samples
 }
@@ -96,8 +101,14 @@ fn main() -> anyhow::Result<()> {
         (None, Some(s)) => (Pacing::RealTime, s.parse::<u64>()?),
         _ => anyhow::bail!("usage: air_bench --voice F --bed F (--virtual S | --real S)"),
     };
-    let voice = decode(&arg("--voice").unwrap_or_else(|| "speech.wav".into()));
-    let bed = decode(&arg("--bed").unwrap_or_else(|| "bed.wav".into()));
+    let voice = decode(
+        &arg("--voice").unwrap_or_else(|| "speech.wav".into()),
+        VOICE_RATE,
+    );
+    let bed = decode(
+        &arg("--bed").unwrap_or_else(|| "bed.wav".into()),
+        SAMPLE_RATE,
+    );
     let spool = tempfile::tempdir()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let metrics = Arc::new(Metrics::default());
