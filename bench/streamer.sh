@@ -49,15 +49,20 @@ echo "== ${minutes} min in real time, side by side"
 air=$!
 liquidsoap mix.liq > liquidsoap.log 2>&1 &
 liq=$!
-for m in $(seq 1 "$minutes"); do
-    sleep 60
-    echo "minute $m: air_bench cpu $(cpu_of $air) s rss $(rss_of $air) KiB | liquidsoap cpu $(cpu_of $liq) s rss $(rss_of $liq) KiB"
+# air_bench prints its own figures once a minute of audio; Liquidsoap is sampled beside it.
+t=0
+while kill -0 "$air" 2>/dev/null; do
+    sleep 1
+    t=$((t + 1))
+    if ((t % 60 == 0)); then
+        echo "minute $((t / 60)): liquidsoap cpu $(cpu_of $liq) s rss $(rss_of $liq) KiB | air_bench $(tail -1 air.log)"
+    fi
 done
-air_cpu="$(cpu_of $air)"
+wait "$air"
 liq_cpu="$(cpu_of $liq)"
 kill "$liq"
-wait "$air"
 tail -1 air.log
+air_cpu="$(sed -n 's/.*; cpu \([0-9.]*\) s = .*/\1/p' air.log | tail -1)"
 awk -v a="$air_cpu" -v l="$liq_cpu" -v s=$((minutes * 60)) 'BEGIN {
     printf "cpu over %d s: air_bench %.2f s (%.3f %% of one core), liquidsoap %.2f s (%.3f %%), ratio air/liquidsoap %.2f\n",
         s, a, a / s * 100, l, l / s * 100, a / l }'

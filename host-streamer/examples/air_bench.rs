@@ -34,6 +34,7 @@ struct Bench {
     bed: Vec<f32>,
     frames: u64,
     started: Instant,
+    metrics: Arc<Metrics>,
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -71,11 +72,14 @@ impl Sink for Bench {
         self.frames += 1;
         if self.frames.is_multiple_of(3_000) {
             println!(
-                "minute {:>3}: rss {:>6} KiB, cpu {:>7.2} s, wall {:>7.1} s",
+                "minute {:>3}: rss {:>6} KiB, cpu {:>7.2} s, wall {:>7.1} s, frames late {}",
                 self.frames / 3_000,
                 rss_kib("VmRSS:"),
                 cpu_seconds(),
-                self.started.elapsed().as_secs_f64()
+                self.started.elapsed().as_secs_f64(),
+                self.metrics
+                    .frames_late
+                    .load(std::sync::atomic::Ordering::Relaxed),
             );
         }
     }
@@ -127,6 +131,7 @@ fn main() -> anyhow::Result<()> {
         bed,
         frames: 0,
         started: Instant::now(),
+        metrics: metrics.clone(),
     };
     let rss_before = rss_kib("VmRSS:");
     let cpu_before = cpu_seconds();
