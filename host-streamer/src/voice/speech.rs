@@ -18,6 +18,11 @@ use crate::audio::{CHANNELS, FRAME_LEN, Frame, Pull, SAMPLE_RATE, Source};
 /// cut it into pieces.
 pub const PRE_ROLL: Duration = Duration::from_millis(200);
 
+/// Every item fades in and out over these many samples (10 ms and 20 ms at 48 kHz): a
+/// track or a recording that starts or stops mid-waveform would click.
+const FADE_IN: usize = 480;
+const FADE_OUT: usize = 960;
+
 #[derive(Debug, Default)]
 struct State {
     samples: VecDeque<f32>,
@@ -43,6 +48,7 @@ pub fn channel(name: &str) -> (SpeechWriter, SpeechSource) {
             resampler: None,
             scratch: Vec::new(),
             converted: Vec::new(),
+            fade_in_done: FADE_IN,
         },
         SpeechSource {
             name: name.to_owned(),
@@ -62,6 +68,8 @@ pub struct SpeechWriter {
     resampler: Option<Resampler>,
     scratch: Vec<f32>,
     converted: Vec<f32>,
+    /// Samples of the current item's fade-in already written.
+    fade_in_done: usize,
 }
 
 impl std::fmt::Debug for SpeechWriter {
@@ -73,6 +81,7 @@ impl std::fmt::Debug for SpeechWriter {
 impl SpeechWriter {
     pub fn begin(&mut self) {
         self.resampler = None;
+        self.fade_in_done = 0;
         let mut state = lock(&self.shared);
         state.open = true;
     }
@@ -95,6 +104,10 @@ impl SpeechWriter {
         };
         self.converted.clear();
         resampler.process(samples, &mut self.converted);
+        for s in self.converted.iter_mut().take(FADE_IN - self.fade_in_done) {
+            self.fade_in_done += 1;
+            *s *= self.fade_in_done as f32 / FADE_IN as f32;
+        }
         lock(&self.shared).samples.extend(&self.converted);
     }
 
@@ -107,6 +120,12 @@ impl SpeechWriter {
         self.resampler = None;
         let mut state = lock(&self.shared);
         state.samples.extend(&self.converted);
+        // Fade out what has not played yet of the item's end.
+        let len = state.samples.len();
+        let fade = len.min(FADE_OUT);
+        for (i, s) in state.samples.range_mut(len - fade..).enumerate() {
+            *s *= (fade - 1 - i) as f32 / fade as f32;
+        }
         state.open = false;
         if state.samples.is_empty() {
             state.playing = false;
@@ -218,6 +237,33 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), writer.drained())
             .await
             .expect("drained once played out");
+    }
+
+    #[test]
+    fn items_fade_in_and_out() {
+        let (mut writer, mut source) = channel("music");
+        writer.begin();
+        writer.push_f32(48_000, &[0.5; 9_600]);
+        writer.end();
+        let mut frame = Frame::silent();
+        let mut left: Vec<f32> = Vec::new();
+        while source.fill(&mut frame) == Pull::Audio {
+            left.extend(frame.samples.iter().step_by(CHANNELS));
+        }
+        assert!(
+            left[0] < 0.01 && (left[FADE_IN] - 0.5).abs() < 1e-6,
+            "{}",
+            left[0]
+        );
+        assert!(left[9_599] < 1e-6 && (left[9_600 - FADE_OUT - 1] - 0.5).abs() < 1e-3);
+        let largest_step = left[..9_600]
+            .windows(2)
+            .map(|w| (w[1] - w[0]).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            largest_step <= 0.5 / FADE_IN as f32 + 1e-6,
+            "{largest_step}"
+        );
     }
 
     #[test]
