@@ -38,79 +38,88 @@ impl Metrics {
 
     /// Prometheus text exposition format.
     pub fn render(&self, now_unix: i64) -> String {
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, value: f64| {
-            let _ = writeln!(out, "# HELP radio24_{name} {help}");
-            let _ = writeln!(out, "# TYPE radio24_{name} counter");
-            let _ = writeln!(out, "radio24_{name} {value}");
-        };
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
-        counter(
-            "frames_total",
-            "20 ms frames sent to the outputs.",
-            get(&self.frames),
-        );
-        counter(
-            "frames_late_total",
-            "Frames produced after their deadline.",
-            get(&self.frames_late),
-        );
-        counter(
-            "fallback_seconds_total",
-            "Seconds of output played by the emergency source.",
-            get(&self.emergency_frames) * 0.02,
-        );
-        counter(
-            "silence_events_total",
-            "Times the silence watchdog tripped on the final mix.",
-            get(&self.silence_events),
-        );
-        counter(
-            "realtime_reconnects_total",
-            "Realtime sessions opened after the first.",
-            get(&self.realtime_reconnects),
-        );
-        counter(
-            "voice_failures_total",
-            "Cues a voice failed to speak.",
-            get(&self.voice_failures),
-        );
-        counter(
-            "recordings_uploaded_total",
-            "Recording segments uploaded.",
-            get(&self.recordings_uploaded),
-        );
-        counter(
-            "recording_failures_total",
-            "Recording uploads that failed and were kept for retry.",
-            get(&self.recording_failures),
-        );
-        let mut gauge = |name: &str, help: &str, value: f64| {
-            let _ = writeln!(out, "# HELP radio24_{name} {help}");
-            let _ = writeln!(out, "# TYPE radio24_{name} gauge");
-            let _ = writeln!(out, "radio24_{name} {value}");
-        };
-        gauge(
-            "queue_depth",
-            "Claimed submissions waiting to be played.",
-            self.queue_depth.load(Ordering::Relaxed) as f64,
-        );
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        let level = |g: &AtomicI64| g.load(Ordering::Relaxed) as f64;
         let started = self.realtime_session_started.load(Ordering::Relaxed);
-        let age = if started > 0 {
+        let session_age = if started > 0 {
             (now_unix - started).max(0)
         } else {
             0
         };
-        gauge(
-            "realtime_session_age_seconds",
-            "Age of the current Realtime session.",
-            age as f64,
-        );
-        gauge(
-            "listeners",
-            "Listeners on the local HTTP stream.",
-            self.listeners.load(Ordering::Relaxed) as f64,
-        );
+        let rows: [(&str, &str, &str, f64); 11] = [
+            (
+                "frames_total",
+                "counter",
+                "20 ms frames sent to the outputs.",
+                count(&self.frames),
+            ),
+            (
+                "frames_late_total",
+                "counter",
+                "Frames produced after their deadline.",
+                count(&self.frames_late),
+            ),
+            (
+                "fallback_seconds_total",
+                "counter",
+                "Seconds of output played by the emergency source.",
+                count(&self.emergency_frames) * 0.02,
+            ),
+            (
+                "silence_events_total",
+                "counter",
+                "Times the silence watchdog tripped on the final mix.",
+                count(&self.silence_events),
+            ),
+            (
+                "realtime_reconnects_total",
+                "counter",
+                "Realtime sessions opened after the first.",
+                count(&self.realtime_reconnects),
+            ),
+            (
+                "voice_failures_total",
+                "counter",
+                "Cues a voice failed to speak.",
+                count(&self.voice_failures),
+            ),
+            (
+                "recordings_uploaded_total",
+                "counter",
+                "Recording segments uploaded.",
+                count(&self.recordings_uploaded),
+            ),
+            (
+                "recording_failures_total",
+                "counter",
+                "Recording uploads that failed and were kept for retry.",
+                count(&self.recording_failures),
+            ),
+            (
+                "queue_depth",
+                "gauge",
+                "Claimed submissions waiting to be played.",
+                level(&self.queue_depth),
+            ),
+            (
+                "realtime_session_age_seconds",
+                "gauge",
+                "Age of the current Realtime session.",
+                session_age as f64,
+            ),
+            (
+                "listeners",
+                "gauge",
+                "Listeners on the local HTTP stream.",
+                level(&self.listeners),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP radio24_{name} {help}");
+            let _ = writeln!(out, "# TYPE radio24_{name} {kind}");
+            let _ = writeln!(out, "radio24_{name} {value}");
+        }
         out
     }
 }

@@ -8,9 +8,9 @@
 //!
 //! The director writes into the caller, DJ and music feeds; everything else runs by itself.
 
+use crate::audio::feed::channel;
 use crate::audio::{Ducking, DuckingConfig, Engine, Fallback, LoudnessConfig, Pad, WatchdogConfig};
 use crate::director::Feeds;
-use crate::voice::speech::channel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct AudioConfig {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use host_streamer::audio::feed::{FeedSource, channel};
 use host_streamer::audio::{Frame, Pull, Source};
 use host_streamer::metrics::Metrics;
-use host_streamer::voice::speech::{SpeechSource, channel};
 use host_streamer::voice::{Cue, RealtimeConfig, RealtimeVoice, Voice, VoiceError};
 use serde_json::json;
 use testkit::openai_fake::{FAKE_API_KEY, fake_reply, fake_speech_len};
@@ -50,7 +50,7 @@ async fn failure(voice: &RealtimeVoice, prompt: &str) -> (VoiceError, Duration) 
 }
 
 /// What the engine would play: the channel's 48 kHz audio, one channel of it.
-fn play_out(source: &mut SpeechSource) -> Vec<f32> {
+fn play_out(source: &mut FeedSource) -> Vec<f32> {
     let mut frame = Frame::silent();
     let mut samples = Vec::new();
     while source.fill(&mut frame) == Pull::Audio {

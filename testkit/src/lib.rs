@@ -35,7 +35,7 @@ use anyhow::{Context, Result, bail};
 pub use gcs::FakeGcs;
 pub use openai_fake::{Fault, OpenAiFake};
 pub use postgres::Postgres;
-pub use process::{ChildGuard, Shutdown, spawn_logged, spawn_logged_with};
+pub use process::{ChildGuard, Shutdown, run_ok, spawn_logged, spawn_logged_with};
 pub use pubsub::PubsubEmulator;
 pub use realtime_fake::{RealtimeFake, RealtimeFault};
 

@@ -66,6 +66,18 @@ pub struct ChildGuard {
     state: Mutex<State>,
 }
 
+/// Runs a one-shot command (a service's sub-command) to completion; its stdout, or a panic
+/// with its stderr if it failed. For tests.
+pub async fn run_ok(mut cmd: tokio::process::Command) -> String {
+    let out = cmd.output().await.expect("the command starts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Spawns `cmd` with stdin closed and stdout+stderr appended to `log_path`, in a new process
 /// group, ended by SIGKILL to the group on drop. See [`spawn_logged_with`].
 pub fn spawn_logged(cmd: Command, log_path: impl Into<PathBuf>) -> Result<ChildGuard> {

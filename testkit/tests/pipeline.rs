@@ -370,21 +370,13 @@ async fn a_failing_provider_dead_letters_and_the_replay_finishes_the_work() {
 
     // The operator's command, polled until the dead-lettered message has arrived.
     let emulator_host = PubsubEmulator::shared().await.unwrap().host();
-    let replay = || async {
-        let out = tokio::process::Command::new(binary("moderate").unwrap())
-            .arg("replay-dead-letters")
+    let replay = || {
+        let mut cmd = tokio::process::Command::new(binary("moderate").unwrap());
+        cmd.arg("replay-dead-letters")
             .env("PUBSUB_EMULATOR_HOST", &emulator_host)
             .env("GOOGLE_CLOUD_PROJECT", testkit::pipeline::PROJECT)
-            .env("TOPIC_SUBMISSION_EMBEDDED", &p.topics.embedded)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .env("TOPIC_SUBMISSION_EMBEDDED", &p.topics.embedded);
+        testkit::run_ok(cmd)
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let replayed = loop {

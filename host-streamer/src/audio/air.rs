@@ -96,10 +96,6 @@ impl<S: Sink + 'static> AirThread<S> {
         AirThread { stop, handle }
     }
 
-    pub fn is_running(&self) -> bool {
-        !self.handle.is_finished()
-    }
-
     /// Finishes the frame in progress and returns the outputs, to be closed.
     pub fn stop(self) -> (AirReport, S) {
         self.stop.store(true, Ordering::Relaxed);

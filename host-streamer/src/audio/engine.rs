@@ -62,11 +62,6 @@ impl Engine {
         self
     }
 
-    /// Short-term loudness of the output before normalisation, LUFS.
-    pub fn loudness(&self) -> Option<f32> {
-        self.normalizer.as_ref().map(Normalizer::loudness)
-    }
-
     pub fn stats(&self) -> EngineStats {
         self.stats
     }

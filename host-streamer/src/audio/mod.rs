@@ -8,6 +8,7 @@ pub mod air;
 pub mod declick;
 pub mod duck;
 pub mod engine;
+pub mod feed;
 pub mod frame;
 pub mod loudness;
 pub mod pace;

@@ -29,7 +29,6 @@ pub struct Pacer {
     frames: u64,
     /// Frames released after their deadline.
     late: u64,
-    resyncs: u64,
 }
 
 /// What happened to one frame's deadline.
@@ -47,7 +46,6 @@ impl Pacer {
             start: Instant::now(),
             frames: 0,
             late: 0,
-            resyncs: 0,
         }
     }
 
@@ -72,7 +70,6 @@ impl Pacer {
                 "engine fell far behind; restarting its timeline"
             );
             self.start = now - frames_duration(self.frames);
-            self.resyncs += 1;
         }
         if behind >= FRAME_DURATION {
             self.late += 1;
@@ -88,9 +85,5 @@ impl Pacer {
 
     pub fn late(&self) -> u64 {
         self.late
-    }
-
-    pub fn resyncs(&self) -> u64 {
-        self.resyncs
     }
 }

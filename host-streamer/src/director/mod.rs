@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audio::SAMPLE_RATE;
 use crate::library::{Kind, Library};
 use crate::metrics::Metrics;
-use crate::voice::SpeechWriter;
+use crate::voice::FeedWriter;
 use crate::voice::chain::{Spoken, VoiceChain};
 use on_air_log::OnAirLog;
 use queue::Queued;
@@ -47,9 +47,9 @@ pub struct DirectorConfig {
 
 /// The engine inputs the director writes into.
 pub struct Feeds {
-    pub dj: SpeechWriter,
-    pub caller: SpeechWriter,
-    pub music: SpeechWriter,
+    pub dj: FeedWriter,
+    pub caller: FeedWriter,
+    pub music: FeedWriter,
 }
 
 pub struct Director {
@@ -346,7 +346,7 @@ enum Feed {
 
 /// Waits for `writer` to play out, at most its length plus a margin (the engine may be
 /// playing something of higher priority meanwhile).
-async fn wait_drained(writer: &SpeechWriter, length: Duration) {
+async fn wait_drained(writer: &FeedWriter, length: Duration) {
     let limit = length * 2 + Duration::from_secs(5);
     if tokio::time::timeout(limit, writer.drained()).await.is_err() {
         tracing::warn!(

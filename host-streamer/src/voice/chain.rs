@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{Cue, SpeechWriter, Voice, VoiceError};
+use super::{Cue, FeedWriter, Voice, VoiceError};
 use crate::metrics::Metrics;
 
 /// How long a voice that failed is skipped.
@@ -41,7 +41,7 @@ impl VoiceChain {
     }
 
     /// Speaks `cue` with the first voice that manages to; the last error if none did.
-    pub async fn speak(&self, cue: &Cue, out: &mut SpeechWriter) -> Result<Spoken, VoiceError> {
+    pub async fn speak(&self, cue: &Cue, out: &mut FeedWriter) -> Result<Spoken, VoiceError> {
         let mut last_error = None;
         let last = self.voices.len() - 1;
         for (i, voice) in self.voices.iter().enumerate() {
@@ -88,7 +88,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::voice::speech::channel;
+    use crate::audio::feed::channel;
 
     struct Scripted {
         name: &'static str,
@@ -102,7 +102,7 @@ mod tests {
             self.name
         }
 
-        async fn speak(&self, cue: &Cue, out: &mut SpeechWriter) -> Result<String, VoiceError> {
+        async fn speak(&self, cue: &Cue, out: &mut FeedWriter) -> Result<String, VoiceError> {
             self.calls.fetch_add(1, Ordering::Relaxed);
             out.push_pcm16(24_000, &[500; 2_400]);
             if self.fail {

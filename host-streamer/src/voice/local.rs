@@ -9,7 +9,7 @@ use shared::audio_decode::decode_at;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::{Cue, SpeechWriter, Voice, VoiceError};
+use super::{Cue, FeedWriter, Voice, VoiceError};
 use crate::audio::SAMPLE_RATE;
 
 /// Longest script the local voice speaks (about 5 minutes of speech).
@@ -115,7 +115,7 @@ impl Voice for LocalVoice {
         "local"
     }
 
-    async fn speak(&self, cue: &Cue, out: &mut SpeechWriter) -> Result<String, VoiceError> {
+    async fn speak(&self, cue: &Cue, out: &mut FeedWriter) -> Result<String, VoiceError> {
         let script = if cue.script.trim().is_empty() {
             &cue.prompt
         } else {
@@ -130,8 +130,8 @@ impl Voice for LocalVoice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audio::feed::channel;
     use crate::audio::{Frame, Pull, Source};
-    use crate::voice::speech::channel;
 
     #[tokio::test]
     async fn espeak_speaks_the_script_at_48_khz() {

@@ -1,5 +1,5 @@
 //! The AI DJ's voice. A [`Voice`] turns a [`Cue`] (what to talk about) into speech written
-//! into the engine's speech channel as it is produced. Voices fail (sockets drop, sessions
+//! into the engine's feed as it is produced. Voices fail (sockets drop, sessions
 //! expire, rate limits); [`chain::VoiceChain`] tries them in the configured order, and the
 //! engine plays the bed meanwhile, so no failure is ever heard as silence.
 
@@ -9,11 +9,10 @@ pub mod local;
 mod pcm;
 pub mod realtime;
 pub mod rest;
-pub mod speech;
 
+pub use crate::audio::feed::FeedWriter;
 pub use realtime::{RealtimeConfig, RealtimeVoice};
 pub use rest::{RestConfig, RestVoice};
-pub use speech::{SpeechSource, SpeechWriter};
 
 use std::time::Duration;
 
@@ -55,5 +54,5 @@ pub trait Voice: Send + Sync {
     /// Speaks `cue`, writing audio into `out` as it arrives (between `out.begin()` and
     /// `out.end()`), and returns the transcript of what was said. On error the caller
     /// abandons whatever was written.
-    async fn speak(&self, cue: &Cue, out: &mut SpeechWriter) -> Result<String, VoiceError>;
+    async fn speak(&self, cue: &Cue, out: &mut FeedWriter) -> Result<String, VoiceError>;
 }

@@ -32,7 +32,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::dj::{self, Cooldown, History};
 use super::pcm::Pcm16Decoder;
-use super::{Cue, SpeechWriter, Voice, VoiceError};
+use super::{Cue, FeedWriter, Voice, VoiceError};
 use crate::metrics::Metrics;
 
 /// The Realtime endpoint; the model goes in its `model` query parameter.
@@ -261,7 +261,7 @@ impl RealtimeVoice {
         state: &mut State,
         cue: &Cue,
         message: &str,
-        out: &mut SpeechWriter,
+        out: &mut FeedWriter,
     ) -> Result<String, VoiceError> {
         let mut retried = false;
         loop {
@@ -366,7 +366,7 @@ impl Voice for RealtimeVoice {
         "realtime"
     }
 
-    async fn speak(&self, cue: &Cue, out: &mut SpeechWriter) -> Result<String, VoiceError> {
+    async fn speak(&self, cue: &Cue, out: &mut FeedWriter) -> Result<String, VoiceError> {
         self.cooldown.check()?;
         let message = dj::cue_message(cue)?;
         let mut state = self.state.lock().await;
@@ -667,7 +667,7 @@ impl Session {
     async fn respond(
         &mut self,
         message: &str,
-        out: &mut SpeechWriter,
+        out: &mut FeedWriter,
         stall: Duration,
         rate_limits: &mut Vec<RateLimit>,
     ) -> Result<String, TurnError> {
@@ -772,7 +772,7 @@ impl Turn {
         id.is_empty() || self.response_id.as_deref().is_none_or(|r| r == id)
     }
 
-    fn audio(&mut self, delta: &str, out: &mut SpeechWriter) -> Result<(), TurnError> {
+    fn audio(&mut self, delta: &str, out: &mut FeedWriter) -> Result<(), TurnError> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(delta)
             .map_err(|e| TurnError {
@@ -807,7 +807,7 @@ impl Turn {
     fn finish(
         &mut self,
         response: &ResponseInfo,
-        out: &mut SpeechWriter,
+        out: &mut FeedWriter,
         rate_limits: &[RateLimit],
     ) -> Result<String, TurnError> {
         let fail = |error| {

@@ -1,5 +1,5 @@
 //! The DJ's fallback voice over plain HTTP: a chat completion writes the line, then the
-//! speech endpoint speaks it as raw PCM that is streamed into the speech channel as it
+//! speech endpoint speaks it as raw PCM that is streamed into the engine's feed as it
 //! arrives. Slower to start than the Realtime voice (two round trips), but it needs no
 //! session and shares nothing with it, so it still works when Realtime is down.
 
@@ -12,7 +12,7 @@ use shared::provider::ProviderError;
 
 use super::dj::{self, Cooldown, History};
 use super::pcm::Pcm16Decoder;
-use super::{Cue, SpeechWriter, Voice, VoiceError};
+use super::{Cue, FeedWriter, Voice, VoiceError};
 
 pub const DEFAULT_CHAT_MODEL: &str = "gpt-4o-mini";
 pub const DEFAULT_TTS_MODEL: &str = "gpt-4o-mini-tts";
@@ -131,7 +131,7 @@ impl RestVoice {
     }
 
     /// Speaks `line` into `out` as the audio streams in.
-    async fn say(&self, line: &str, out: &mut SpeechWriter) -> Result<(), VoiceError> {
+    async fn say(&self, line: &str, out: &mut FeedWriter) -> Result<(), VoiceError> {
         // The older tts-1 models refuse `instructions`.
         let instructions = self
             .config
@@ -183,7 +183,7 @@ impl Voice for RestVoice {
         "rest"
     }
 
-    async fn speak(&self, cue: &Cue, out: &mut SpeechWriter) -> Result<String, VoiceError> {
+    async fn speak(&self, cue: &Cue, out: &mut FeedWriter) -> Result<String, VoiceError> {
         self.cooldown.check()?;
         let message = dj::cue_message(cue)?;
         let result = async {

@@ -93,18 +93,9 @@ async fn relay_job_publishes_the_backlog() {
     emulator.restart().await.unwrap();
     let (_bus, _topic, mut subscription) = bus_for(&app.env).await;
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
-        .arg("relay")
-        .env_clear()
-        .envs(&app.env)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"));
+    relay.arg("relay").env_clear().envs(&app.env);
+    testkit::run_ok(relay).await;
     receive_until(&mut subscription, &during, Duration::from_secs(30)).await;
     assert_eq!(outbox_len(&app.db).await, 0);
     app.stop().await;

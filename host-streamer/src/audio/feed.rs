@@ -1,8 +1,9 @@
-//! The hand-over between a voice (async, bursty: a Realtime session sends audio faster
-//! than real time, then nothing while it thinks) and the engine (one frame every 20 ms).
-//! Voices write 48 kHz mono into a shared buffer; the engine reads it as a [`Source`]
-//! that is ready only while it has audio, so a stalled voice lets the bed come back up
-//! instead of putting silence on air.
+//! A feed: the hand-over between an async producer (a voice, bursty: a Realtime session
+//! sends audio faster than real time, then nothing while it thinks; the director with a
+//! caller's recording, a jingle or a music track) and the engine (one frame every 20 ms).
+//! The producer writes mono audio at any rate into a shared buffer, resampled to 48 kHz;
+//! the engine reads it as a [`Source`] that is ready only while it has audio, so a stalled
+//! voice lets the bed come back up instead of putting silence on air.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,18 +40,18 @@ struct Shared {
     drained: Notify,
 }
 
-/// Creates the two ends of one speech channel.
-pub fn channel(name: &str) -> (SpeechWriter, SpeechSource) {
+/// Creates the two ends of one feed.
+pub fn channel(name: &str) -> (FeedWriter, FeedSource) {
     let shared = Arc::new(Shared::default());
     (
-        SpeechWriter {
+        FeedWriter {
             shared: shared.clone(),
             resampler: None,
             scratch: Vec::new(),
             converted: Vec::new(),
             fade_in_done: FADE_IN,
         },
-        SpeechSource {
+        FeedSource {
             name: name.to_owned(),
             shared,
         },
@@ -61,9 +62,9 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
     shared.state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The voice's end. One utterance at a time: [`SpeechWriter::begin`], pushes,
-/// [`SpeechWriter::end`] (or [`SpeechWriter::abandon`] when the voice failed half-way).
-pub struct SpeechWriter {
+/// The producer's end. One utterance at a time: [`FeedWriter::begin`], pushes,
+/// [`FeedWriter::end`] (or [`FeedWriter::abandon`] when the voice failed half-way).
+pub struct FeedWriter {
     shared: Arc<Shared>,
     resampler: Option<Resampler>,
     scratch: Vec<f32>,
@@ -72,13 +73,13 @@ pub struct SpeechWriter {
     fade_in_done: usize,
 }
 
-impl std::fmt::Debug for SpeechWriter {
+impl std::fmt::Debug for FeedWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpeechWriter").finish_non_exhaustive()
+        f.debug_struct("FeedWriter").finish_non_exhaustive()
     }
 }
 
-impl SpeechWriter {
+impl FeedWriter {
     pub fn begin(&mut self) {
         self.resampler = None;
         self.fade_in_done = 0;
@@ -165,13 +166,13 @@ impl SpeechWriter {
     }
 }
 
-/// The engine's end: plays the buffered speech, 48 kHz mono duplicated to both channels.
-pub struct SpeechSource {
+/// The engine's end: plays the buffered audio, 48 kHz mono duplicated to both channels.
+pub struct FeedSource {
     name: String,
     shared: Arc<Shared>,
 }
 
-impl Source for SpeechSource {
+impl Source for FeedSource {
     fn name(&self) -> &str {
         &self.name
     }
