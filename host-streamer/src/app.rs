@@ -20,10 +20,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audio::air::AirThread;
 use crate::config::{Config, VoiceKind};
+use crate::director::now_playing::NowPlaying;
 use crate::director::{Director, DirectorConfig, RecordingPath};
 use crate::library::Library;
 use crate::metrics::Metrics;
 use crate::output::Outputs;
+use crate::program::Program;
 use crate::voice::chain::VoiceChain;
 use crate::voice::local::LocalVoice;
 use crate::voice::{RealtimeVoice, RestVoice, Voice};
@@ -32,6 +34,8 @@ use shared::openai::OpenAiClient;
 /// How long Pub/Sub waits for an ack before redelivering a ready message: a claim is one
 /// short transaction.
 const READY_ACK_DEADLINE: Duration = Duration::from_secs(60);
+/// The now-playing title while the line-up tone is on air.
+const LINEUP_TITLE: &str = "1 kHz / 500 Hz line-up tone, -18 dBFS";
 
 #[derive(Clone)]
 struct AppState {
@@ -75,7 +79,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let voices = Arc::new(VoiceChain::new(voices(&config, &metrics), metrics.clone()));
     tracing::info!(voices = ?voices.names(), "DJ voice chain");
 
-    let (engine, feeds) = crate::program::build(&config.audio);
     let outputs = Outputs::start(config.output.clone(), recordings, metrics.clone())
         .await
         .context("cannot start the outputs")?;
@@ -83,38 +86,60 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let segments = outputs.recorder().segments();
     let recording: RecordingPath =
         Arc::new(move || segments.borrow().as_ref().map(|s| s.uri.clone()));
-    let air = AirThread::spawn(engine, outputs, metrics.clone());
 
     let stop = CancellationToken::new();
-    let claimed = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
-    let director = Director::new(
-        DirectorConfig {
-            channel: config.channel.clone(),
-            station_name: config.station_name.clone(),
-            talk_interval: config.talk_interval,
-        },
-        pool.clone(),
-        voices,
-        feeds,
-        uploads,
-        library,
-        recording,
-        metrics.clone(),
-        claimed.clone(),
-    );
-    tasks.spawn({
-        let stop = stop.clone();
-        async move { director.run(stop).await }
-    });
-    tasks.spawn(crate::director::queue::pull_ready(
-        bus.clone(),
-        config.ready_subscription.clone(),
-        pool.clone(),
-        config.channel.clone(),
-        stop.clone(),
-        claimed,
-    ));
+    let (engine, now_playing) = match config.program {
+        Program::Station => {
+            let (engine, feeds) = crate::program::build(&config.audio);
+            let claimed = Arc::new(Notify::new());
+            let director = Director::new(
+                DirectorConfig {
+                    channel: config.channel.clone(),
+                    station_name: config.station_name.clone(),
+                    talk_interval: config.talk_interval,
+                },
+                pool.clone(),
+                voices,
+                feeds,
+                uploads,
+                library,
+                recording,
+                metrics.clone(),
+                claimed.clone(),
+            );
+            let now_playing = director.now_playing();
+            tasks.spawn({
+                let stop = stop.clone();
+                async move { director.run(stop).await }
+            });
+            tasks.spawn(crate::director::queue::pull_ready(
+                bus.clone(),
+                config.ready_subscription.clone(),
+                pool.clone(),
+                config.channel.clone(),
+                stop.clone(),
+                claimed,
+            ));
+            (engine, now_playing)
+        }
+        Program::LineUp => {
+            tracing::warn!("PROGRAM=lineup: the line-up tone is on air, not the station");
+            let tone = NowPlaying::new("LINEUP", "tone", Some(LINEUP_TITLE.to_owned()));
+            let (_, now_playing) = tokio::sync::watch::channel(tone);
+            (crate::program::build_lineup(&config.audio), now_playing)
+        }
+    };
+    let outputs = match config.livekit.clone() {
+        Some(room) => {
+            let (feed, publisher) =
+                crate::livekit::publisher(room, metrics.clone(), now_playing, stop.clone());
+            tasks.spawn(publisher);
+            outputs.with_room(feed)
+        }
+        None => outputs,
+    };
+    let air = AirThread::spawn(engine, outputs, metrics.clone());
     let (relay_stop, relay_stop_rx) = tokio::sync::watch::channel(false);
     if let Some(relay) = config.outbox_relay.clone() {
         let outbox = shared::outbox::Outbox::new(pool.clone(), bus.clone(), relay);

@@ -10,8 +10,9 @@ use shared::message::Event;
 use shared::openai::OpenAiConfig;
 use shared::outbox::RelayConfig;
 
+use crate::livekit::PublisherConfig;
 use crate::output::OutputConfig;
-use crate::program::AudioConfig;
+use crate::program::{AudioConfig, Program};
 use crate::voice::local::LocalVoiceConfig;
 use crate::voice::{RealtimeConfig, RestConfig};
 
@@ -68,6 +69,10 @@ pub struct Config {
     /// `DJ_TALK_INTERVAL`: how often the DJ speaks up when a block has nothing to play.
     pub talk_interval: Duration,
     pub audio: AudioConfig,
+    /// `PROGRAM`: the station, or the line-up tone.
+    pub program: Program,
+    /// `LIVEKIT_*`: the room the station publishes into; `None` for HTTP only.
+    pub livekit: Option<PublisherConfig>,
     /// `STREAM_BITRATE`, `RECORDING_SEGMENT`, `RECORDING_SPOOL_DIR`.
     pub output: OutputConfig,
     /// `OUTBOX_RELAY`: this always-on process also publishes what request-billed services
@@ -83,12 +88,14 @@ impl Config {
         let voices = voices(env, openai.is_some())?;
         let channel: String = env.or("CHANNEL_ID", "main".to_owned())?;
         let uploads_url: String = env.required("UPLOADS_URL")?;
+        let station_name: String = env.or("STATION_NAME", "Radio24".to_owned())?;
         Ok(Config {
             host: env.or("HOST", IpAddr::from([0, 0, 0, 0]))?,
             port: env.or("PORT", 8080)?,
             db: DbConfig::from_env(env)?,
             bus: BusConfig::from_env(env)?,
-            station_name: env.or("STATION_NAME", "Radio24".to_owned())?,
+            livekit: PublisherConfig::from_env(env, &station_name)?,
+            station_name,
             ready_topic: Event::Ready.topic(env)?,
             ready_subscription: env.or(
                 "READY_SUBSCRIPTION",
@@ -105,6 +112,7 @@ impl Config {
             openai,
             talk_interval: env.duration_or("DJ_TALK_INTERVAL", Duration::from_secs(180))?,
             audio: AudioConfig::from_env(env)?,
+            program: env.or("PROGRAM", Program::Station)?,
             output: {
                 let mut output = OutputConfig::from_env(env)?;
                 output.recording.channel = channel.clone();

@@ -6,6 +6,7 @@ pub mod audio;
 pub mod config;
 pub mod director;
 pub mod library;
+pub mod livekit;
 pub mod metrics;
 pub mod output;
 pub mod program;

@@ -29,6 +29,24 @@ pub struct Metrics {
     pub recordings_uploaded: AtomicU64,
     /// Recording segment uploads that failed (kept in the spool and retried).
     pub recording_failures: AtomicU64,
+    /// The LiveKit publisher: 0 not configured, 1 joining, 2 publishing.
+    pub livekit_state: AtomicI64,
+    /// Sessions that got the track published.
+    pub livekit_joins: AtomicU64,
+    /// Join attempts after a session was lost or a join failed.
+    pub livekit_reconnects: AtomicU64,
+    /// Signal round trip (ping/pong), microseconds.
+    pub livekit_signal_rtt_us: AtomicI64,
+    /// Media round trip from RTCP receiver reports, microseconds.
+    pub livekit_media_rtt_us: AtomicI64,
+    /// Packets the server reports lost in the current session.
+    pub livekit_packets_lost: AtomicI64,
+    /// Fraction lost in the last receiver report, parts per million.
+    pub livekit_fraction_lost_ppm: AtomicI64,
+    /// Opus packets sent into the room.
+    pub livekit_packets_sent: AtomicU64,
+    /// Packets not sent because no session was up (or the publisher lagged).
+    pub livekit_packets_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -46,7 +64,8 @@ impl Metrics {
         } else {
             0
         };
-        let rows: [(&str, &str, &str, f64); 11] = [
+        let micros = |g: &AtomicI64| level(g) / 1e6;
+        let rows: [(&str, &str, &str, f64); 20] = [
             (
                 "frames_total",
                 "counter",
@@ -112,6 +131,60 @@ impl Metrics {
                 "gauge",
                 "Listeners on the local HTTP stream.",
                 level(&self.listeners),
+            ),
+            (
+                "livekit_state",
+                "gauge",
+                "LiveKit publisher: 0 not configured, 1 joining, 2 publishing.",
+                level(&self.livekit_state),
+            ),
+            (
+                "livekit_joins_total",
+                "counter",
+                "LiveKit sessions that published the track.",
+                count(&self.livekit_joins),
+            ),
+            (
+                "livekit_reconnects_total",
+                "counter",
+                "LiveKit join attempts after a lost session or a failed join.",
+                count(&self.livekit_reconnects),
+            ),
+            (
+                "livekit_signal_rtt_seconds",
+                "gauge",
+                "LiveKit signal round trip (ping/pong).",
+                micros(&self.livekit_signal_rtt_us),
+            ),
+            (
+                "livekit_media_rtt_seconds",
+                "gauge",
+                "Media round trip from RTCP receiver reports.",
+                micros(&self.livekit_media_rtt_us),
+            ),
+            (
+                "livekit_packets_lost",
+                "gauge",
+                "Packets the LiveKit server reports lost in the current session.",
+                level(&self.livekit_packets_lost),
+            ),
+            (
+                "livekit_fraction_lost",
+                "gauge",
+                "Fraction of packets lost in the last receiver report.",
+                level(&self.livekit_fraction_lost_ppm) / 1e6,
+            ),
+            (
+                "livekit_packets_sent_total",
+                "counter",
+                "Opus packets sent into the LiveKit room.",
+                count(&self.livekit_packets_sent),
+            ),
+            (
+                "livekit_packets_dropped_total",
+                "counter",
+                "Opus packets not sent because no LiveKit session was up.",
+                count(&self.livekit_packets_dropped),
             ),
         ];
         let mut out = String::new();

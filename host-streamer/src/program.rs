@@ -7,10 +7,36 @@
 //! ```
 //!
 //! The director writes into the caller, DJ and music feeds; everything else runs by itself.
+//!
+//! `PROGRAM=lineup` airs the line-up tone instead (no director), to check the chain to the
+//! listeners: `output = engine( line-up tone, emergency pad ) + silence watchdog`.
 
 use crate::audio::feed::channel;
-use crate::audio::{Ducking, DuckingConfig, Engine, Fallback, LoudnessConfig, Pad, WatchdogConfig};
+use crate::audio::{
+    Ducking, DuckingConfig, Engine, Fallback, LineUp, LoudnessConfig, Pad, WatchdogConfig,
+};
 use crate::director::Feeds;
+
+/// What goes on air (`PROGRAM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Program {
+    /// The station: schedule, DJ, listeners, music.
+    #[default]
+    Station,
+    /// The line-up tone, for checking the chain end to end.
+    LineUp,
+}
+
+impl std::str::FromStr for Program {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "station" => Ok(Program::Station),
+            "lineup" => Ok(Program::LineUp),
+            _ => Err("expected station or lineup".to_owned()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct AudioConfig {
@@ -61,4 +87,14 @@ pub fn build(config: &AudioConfig) -> (Engine, Feeds) {
     )
     .with_loudness(config.loudness);
     (engine, Feeds { dj, caller, music })
+}
+
+/// The line-up graph: the tone at its alignment level (not levelled by the normaliser),
+/// still under the watchdog and the emergency source.
+pub fn build_lineup(config: &AudioConfig) -> Engine {
+    Engine::new(
+        Box::new(LineUp::new()),
+        Box::new(Pad::new("emergency", 146.83, 0.2)),
+        config.watchdog,
+    )
 }

@@ -11,7 +11,7 @@ pub mod dead_letter;
 pub mod embedding;
 pub mod google_id;
 pub mod http;
-pub mod listen_token;
+pub mod livekit;
 pub mod message;
 pub mod moderation;
 pub mod ogg;

@@ -8,7 +8,7 @@ use shared::auth::JwtConfig;
 use shared::bus::BusConfig;
 use shared::config::{ByteSize, ConfigError, Env, RateLimit};
 use shared::db::DbConfig;
-use shared::listen_token::LiveKitConfig;
+use shared::livekit::LiveKitConfig;
 use shared::message::Event;
 use shared::outbox::RelayConfig;
 

@@ -3,6 +3,7 @@
 //! It never produces audio itself and never waits on the engine: whatever it fails to
 //! deliver, the engine covers with the bed.
 
+pub mod now_playing;
 pub mod on_air_log;
 pub mod queue;
 pub mod related;
@@ -16,7 +17,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use shared::audio_decode::decode_at;
 use shared::store::ObjectStore;
 use sqlx::PgPool;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::audio::SAMPLE_RATE;
@@ -24,6 +25,7 @@ use crate::library::{Kind, Library};
 use crate::metrics::Metrics;
 use crate::voice::FeedWriter;
 use crate::voice::chain::{Spoken, VoiceChain};
+use now_playing::NowPlaying;
 use on_air_log::OnAirLog;
 use queue::Queued;
 use schedule::{Block, Schedule, Slot};
@@ -64,6 +66,7 @@ pub struct Director {
     metrics: Arc<Metrics>,
     /// Signalled when a ready submission was claimed.
     claimed: Arc<Notify>,
+    now_playing: watch::Sender<NowPlaying>,
 }
 
 impl Director {
@@ -90,7 +93,21 @@ impl Director {
             recording,
             metrics,
             claimed,
+            now_playing: watch::Sender::new(NowPlaying::default()),
         }
+    }
+
+    /// What is on air, updated as items start.
+    pub fn now_playing(&self) -> watch::Receiver<NowPlaying> {
+        self.now_playing.subscribe()
+    }
+
+    /// An item starts; `block` is `None` to stay in the current one.
+    fn on_air(&self, block: Option<Block>, item: &str, title: Option<String>) {
+        self.now_playing.send_modify(|now| {
+            let block = block.map_or_else(|| now.block.clone(), |b| b.as_str().to_owned());
+            *now = NowPlaying::new(block, item, title);
+        });
     }
 
     /// Runs the program until `stop`. Database trouble is logged and retried: the engine
@@ -203,6 +220,7 @@ impl Director {
     /// One listener submission: their recording (if any), the DJ's reply, the log, aired.
     pub async fn play_submission(&self, item: Queued) {
         let started = Utc::now();
+        self.on_air(Some(Block::Qanda), "listener", None);
         let words = item.words().to_owned();
         let row = self
             .log
@@ -286,10 +304,12 @@ impl Director {
             return false;
         };
         tracing::info!(%key, "playing from the library");
-        let feed = match kind {
-            Kind::Music => Feed::Music,
-            Kind::Jingle => Feed::Caller,
+        let (feed, item) = match kind {
+            Kind::Music => (Feed::Music, "music"),
+            Kind::Jingle => (Feed::Caller, "jingle"),
         };
+        let title = key.rsplit('/').next().unwrap_or(&key).to_owned();
+        self.on_air(None, item, Some(title));
         self.play(feed, &samples).await;
         true
     }
@@ -309,6 +329,7 @@ impl Director {
 
     /// Speaks and logs a cue of its own (an opening, a call for messages).
     async fn speak_logged(&self, block: Block, cue: crate::voice::Cue) {
+        self.on_air(Some(block), "dj", None);
         let row = self
             .log
             .start(block, None, None, (self.recording)().as_deref(), Utc::now())

@@ -1,5 +1,6 @@
 //! Everything after the engine's frame: one Opus encoder whose packets go, as Ogg pages, to
-//! the HTTP listeners ([`StreamHub`]) and to the segment recorder ([`Recorder`]).
+//! the HTTP listeners ([`StreamHub`]) and to the segment recorder ([`Recorder`]), and as
+//! they are to the LiveKit room ([`RoomFeed`]) when one is configured.
 //!
 //! The engine calls [`Outputs::push`] once per 20 ms frame on its own thread. That encodes
 //! the frame (once, whatever the number of outputs) and hands the packet on without ever
@@ -49,6 +50,7 @@ pub use ogg::{OggWriter, OpusHeaders};
 pub use recorder::{FinishReport, Recorder, RecordingConfig, RecordingSegment};
 
 use crate::audio::Frame;
+use crate::livekit::RoomFeed;
 use crate::metrics::Metrics;
 
 /// Why the outputs could not start.
@@ -146,6 +148,7 @@ pub struct Outputs {
     live: Option<OggWriter>,
     hub: StreamHub,
     recorder: Recorder,
+    room: Option<RoomFeed>,
     encode_failures: u64,
 }
 
@@ -184,8 +187,15 @@ impl Outputs {
             live: Some(live),
             hub,
             recorder,
+            room: None,
             encode_failures: 0,
         })
+    }
+
+    /// Also sends every packet to the LiveKit publisher.
+    pub fn with_room(mut self, room: RoomFeed) -> Self {
+        self.room = Some(room);
+        self
     }
 
     /// Encodes `frame` and sends it to the listeners and the recorder; `at` is when it goes
@@ -210,6 +220,9 @@ impl Outputs {
             Ok(Some(page)) => self.hub.publish(page),
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "live stream: packet skipped"),
+        }
+        if let Some(room) = &self.room {
+            room.send(packet.clone());
         }
         self.recorder.record(packet, at);
     }

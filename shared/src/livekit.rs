@@ -1,4 +1,6 @@
-//! LiveKit access tokens for listeners: subscribe-only, one room, short-lived.
+//! The station's LiveKit room: where it is, and the access tokens for it. Listeners get
+//! subscribe-only, short-lived tokens (ingest's `POST /v1/listen-token`); the host-streamer
+//! signs its own publishing token for every join.
 
 use std::time::Duration;
 
@@ -74,6 +76,31 @@ impl LiveKitConfig {
             })
             .to_jwt()
     }
+
+    /// The host-streamer's own token: joins the station's room as `identity`, publishes
+    /// audio and updates its own metadata (the now-playing line); subscribes to nothing.
+    pub fn host_token(
+        &self,
+        identity: &str,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<String, livekit_api::access_token::AccessTokenError> {
+        AccessToken::with_api_key(&self.api_key, &self.api_secret)
+            .with_identity(identity)
+            .with_name(name)
+            .with_ttl(ttl)
+            .with_grants(VideoGrants {
+                room_join: true,
+                room: self.room.clone(),
+                can_subscribe: Some(false),
+                can_publish: Some(true),
+                can_publish_sources: vec!["microphone".to_owned()],
+                can_publish_data: Some(true),
+                can_update_own_metadata: Some(true),
+                ..Default::default()
+            })
+            .to_jwt()
+    }
 }
 
 #[cfg(test)]
@@ -100,5 +127,28 @@ mod tests {
         assert!(!claims.video.can_publish() && !claims.video.can_publish_data());
         assert!(!claims.video.room_admin && !claims.video.room_create);
         assert!(claims.exp - claims.nbf <= 61);
+    }
+
+    #[test]
+    fn host_tokens_publish_audio_and_metadata_only() {
+        let cfg = LiveKitConfig {
+            url: "ws://127.0.0.1:7880".into(),
+            api_key: "devkey".into(),
+            api_secret: "secret-for-tests-only-0123456789abcdef".into(),
+            room: "radio24".into(),
+            listener_ttl: Duration::from_secs(60),
+        };
+        let jwt = cfg
+            .host_token("radio24-host", "Radio24", Duration::from_secs(3600))
+            .unwrap();
+        let claims = TokenVerifier::with_api_key(&cfg.api_key, &cfg.api_secret)
+            .verify(&jwt)
+            .unwrap();
+        assert_eq!(claims.sub, "radio24-host");
+        assert_eq!(claims.video.room, "radio24");
+        assert!(claims.video.can_publish() && claims.video.can_update_own_metadata());
+        assert_eq!(claims.video.can_publish_sources, ["microphone"]);
+        assert!(!claims.video.can_subscribe());
+        assert!(!claims.video.room_admin && !claims.video.room_create);
     }
 }
