@@ -497,9 +497,10 @@ impl Session {
                     .store(remote.packets_lost, Ordering::Relaxed);
                 m.livekit_fraction_lost_ppm
                     .store((remote.fraction_lost * 1e6) as i64, Ordering::Relaxed);
-                if let Some(rtt) = remote.round_trip_time {
+                // webrtc-rs reports this one in milliseconds (not the W3C seconds).
+                if let Some(rtt_ms) = remote.round_trip_time {
                     m.livekit_media_rtt_us
-                        .store((rtt * 1e6) as i64, Ordering::Relaxed);
+                        .store((rtt_ms * 1e3) as i64, Ordering::Relaxed);
                 }
             }
         }
