@@ -7,6 +7,9 @@
 //! and is stopped when its handle is dropped (or, for the process-wide `shared()` instances,
 //! when the test binary exits). Binaries are installed by `dev/install-tools`.
 //!
+//! Tests that need a non-loopback address run inside a network namespace of their own
+//! ([`netns`]).
+//!
 //! Environment variables read:
 //! - `RADIO24_CACHE`: cache root (default `$HOME/.cache/radio24`); fake-gcs-server is looked up
 //!   in `$RADIO24_CACHE/tools/bin`.
@@ -14,9 +17,12 @@
 //!   already running server in the `shared()` constructors instead of starting one.
 //! - `RADIO24_PG_BIN`: PostgreSQL binaries (default `/usr/lib/postgresql/15/bin`).
 //! - `RADIO24_PUBSUB_EMULATOR_JAR`: the emulator jar (default: the google-cloud-sdk one).
+//! - `RADIO24_NETNS`, `RADIO24_NETNS_ADDR`: set by [`netns::reexec_inside`] for the test it
+//!   runs inside a namespace.
 
 mod gcs;
 pub mod memory;
+pub mod netns;
 pub mod openai_fake;
 pub mod pipeline;
 mod postgres;
