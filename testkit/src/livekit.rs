@@ -191,6 +191,21 @@ impl LiveKitServer {
         self.server.take();
     }
 
+    /// Freezes the server (SIGSTOP): its sockets stay open but nothing answers, the way a
+    /// hung node or a dead path looks to peers. [`LiveKitServer::thaw`] resumes it.
+    pub fn freeze(&self) {
+        if let Some(server) = &self.server {
+            server.freeze();
+        }
+    }
+
+    /// Resumes a server frozen by [`LiveKitServer::freeze`].
+    pub fn thaw(&self) {
+        if let Some(server) = &self.server {
+            server.thaw();
+        }
+    }
+
     /// Starts the server again (killing it first if running) with the same ports and
     /// configuration, and waits until it answers. Peers must reconnect on their own.
     pub async fn restart(&mut self) -> Result<()> {

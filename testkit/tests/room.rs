@@ -43,7 +43,11 @@ async fn listen_token(p: &Pipeline) -> Result<(String, String)> {
         .post(format!("{}/v1/listen-token", p.ingest_url))
         .send()
         .await?;
-    ensure!(res.status() == 200, "listen-token answered {}", res.status());
+    ensure!(
+        res.status() == 200,
+        "listen-token answered {}",
+        res.status()
+    );
     let body: serde_json::Value = res.json().await?;
     let field = |k: &str| body[k].as_str().map(str::to_owned).context(k.to_owned());
     Ok((field("url")?, field("token")?))
@@ -127,11 +131,22 @@ async fn a_listener_hears_the_stations_tone_for_a_minute_without_gaps() -> Resul
          latency engine->listener median {:.0} ms, max {:.0} ms",
         gap.seconds() * 1000.0,
         heard_switches.len(),
-        latencies.get(latencies.len() / 2).copied().unwrap_or(f64::NAN) * 1000.0,
+        latencies
+            .get(latencies.len() / 2)
+            .copied()
+            .unwrap_or(f64::NAN)
+            * 1000.0,
         latencies.last().copied().unwrap_or(f64::NAN) * 1000.0,
     );
-    ensure!(gap.seconds() <= 0.1, "a gap of {:.3} s: {gap:?}", gap.seconds());
-    ensure!(heard >= 59.5, "only {heard:.2} s of tone heard in the minute");
+    ensure!(
+        gap.seconds() <= 0.1,
+        "a gap of {:.3} s: {gap:?}",
+        gap.seconds()
+    );
+    ensure!(
+        heard >= 59.5,
+        "only {heard:.2} s of tone heard in the minute"
+    );
     // The right pitch, second by second: 1 kHz on even UTC seconds, 500 Hz on odd ones,
     // each switch heard within the same second it was made.
     ensure!(
@@ -140,7 +155,11 @@ async fn a_listener_hears_the_stations_tone_for_a_minute_without_gaps() -> Resul
         heard_switches.len()
     );
     for (t, hz) in &heard_switches {
-        let expected = if (t.floor() as i64) % 2 == 0 { 1000.0 } else { 500.0 };
+        let expected = if (t.floor() as i64) % 2 == 0 {
+            1000.0
+        } else {
+            500.0
+        };
         ensure!(
             (hz - expected).abs() <= expected * 0.02,
             "heard {hz:.1} Hz at {t:.3}, expected {expected} Hz"
@@ -149,7 +168,9 @@ async fn a_listener_hears_the_stations_tone_for_a_minute_without_gaps() -> Resul
     // The now-playing line reached the listener as the host's metadata.
     let metadata = rx.metadata_of(HOST);
     ensure!(
-        metadata.iter().any(|(_, m)| m.contains("\"block\":\"LINEUP\"")),
+        metadata
+            .iter()
+            .any(|(_, m)| m.contains("\"block\":\"LINEUP\"")),
         "no now-playing metadata from the host: {metadata:?}"
     );
     ensure!(metric(&p, "livekit_state").await? == 2.0, "not publishing");
@@ -225,7 +246,10 @@ async fn after_a_server_restart_the_station_is_heard_again_within_10s_and_never_
          engine meanwhile: {} frames in {elapsed:.2} s, late {late}, silence events {silences}",
         frames_after - frames_before
     );
-    ensure!(heard_again <= 10.0, "heard again only after {heard_again:.2} s");
+    ensure!(
+        heard_again <= 10.0,
+        "heard again only after {heard_again:.2} s"
+    );
     // The engine never waited on the network: every 20 ms frame went out on time.
     ensure!(late == 0.0 && silences == 0.0);
     ensure!(
@@ -241,5 +265,48 @@ async fn after_a_server_restart_the_station_is_heard_again_within_10s_and_never_
             .any(|p| p["identity"] == HOST && p["tracks"].as_array().is_some_and(|t| !t.is_empty())),
         "host not back with its track: {participants:?}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_server_is_noticed_without_a_closed_socket_and_left() -> Result<()> {
+    let Some(inside) =
+        netns::reexec_inside("a_hung_server_is_noticed_without_a_closed_socket_and_left")?
+    else {
+        return Ok(());
+    };
+    let server = LiveKitServer::start(inside.addr).await?;
+    let p = station(&server).await?;
+    testkit::try_wait_until("the host to publish", Duration::from_secs(30), || async {
+        Ok(metric(&p, "livekit_state").await? == 2.0)
+    })
+    .await?;
+    // Nothing closes: the signal socket stays open and the media path just goes quiet, so
+    // only missed keepalives (ICE consent, then pongs) can tell.
+    let frozen_at = unix_now();
+    server.freeze();
+    testkit::try_wait_until(
+        "the streamer to give up the hung session",
+        Duration::from_secs(20),
+        || async { Ok(metric(&p, "livekit_state").await? != 2.0) },
+    )
+    .await?;
+    let noticed = unix_now() - frozen_at;
+    server.thaw();
+    let thawed_at = unix_now();
+    testkit::try_wait_until(
+        "the host to publish again",
+        Duration::from_secs(20),
+        || async { Ok(metric(&p, "livekit_joins_total").await? >= 2.0) },
+    )
+    .await?;
+    let back = unix_now() - thawed_at;
+    let late = metric(&p, "frames_late_total").await?;
+    println!(
+        "server frozen: session given up after {noticed:.2} s; joined again {back:.2} s after the thaw; late frames {late}"
+    );
+    // ICE consent lapses in 3 s and the session goes 4 s later; pongs would take 15 s.
+    ensure!(noticed <= 10.0, "took {noticed:.2} s to notice");
+    ensure!(late == 0.0);
     Ok(())
 }

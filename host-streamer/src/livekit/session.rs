@@ -158,15 +158,7 @@ impl Session {
             ice_servers = join.ice_servers.len(),
             "joined the LiveKit room"
         );
-        let ice_servers: Vec<RTCIceServer> = join
-            .ice_servers
-            .iter()
-            .map(|s| RTCIceServer {
-                urls: s.urls.clone(),
-                username: s.username.clone(),
-                credential: s.credential.clone(),
-            })
-            .collect();
+        let ice_servers = usable_ice_servers(&join.ice_servers);
         let (peer_tx, peer_rx) = mpsc::unbounded_channel();
         let publisher = new_peer(Target::Publisher, &ice_servers, peer_tx.clone()).await?;
         let track = Arc::new(TrackLocalStaticSample::new(
@@ -277,6 +269,9 @@ impl Session {
         }
         let mut stats = tokio::time::interval(STATS_INTERVAL);
         loop {
+            let give_up = self
+                .disconnected_since
+                .map(|since| since + DISCONNECTED_GRACE);
             let end = tokio::select! {
                 () = stop.cancelled() => Some(SessionEnd::Stopped),
                 packet = packets.recv() => match packet {
@@ -295,13 +290,11 @@ impl Session {
                 }
                 _ = stats.tick() => {
                     self.read_stats().await;
-                    match self.disconnected_since {
-                        Some(since) if since.elapsed() > DISCONNECTED_GRACE => Some(
-                            SessionEnd::MediaLost(format!("disconnected for {DISCONNECTED_GRACE:?}")),
-                        ),
-                        _ => None,
-                    }
+                    None
                 }
+                () = sleep_until(give_up) => Some(SessionEnd::MediaLost(format!(
+                    "disconnected for {DISCONNECTED_GRACE:?}"
+                ))),
             };
             if let Some(end) = end {
                 return end;
@@ -527,6 +520,31 @@ impl Session {
     }
 }
 
+/// The ICE servers of a join response that this WebRTC stack can use: STUN, and TURN over
+/// UDP. TURN over TCP or TLS (which LiveKit Cloud also offers) is left out rather than
+/// handed to a stack that cannot speak it.
+fn usable_ice_servers(servers: &[proto::IceServer]) -> Vec<RTCIceServer> {
+    servers
+        .iter()
+        .filter_map(|s| {
+            let (usable, skipped): (Vec<String>, Vec<String>) =
+                s.urls.iter().cloned().partition(|url| {
+                    let url = url.to_ascii_lowercase();
+                    url.starts_with("stun:")
+                        || (url.starts_with("turn:") && !url.contains("transport=tcp"))
+                });
+            if !skipped.is_empty() {
+                tracing::debug!(?skipped, "ICE server URLs this stack cannot use");
+            }
+            (!usable.is_empty()).then(|| RTCIceServer {
+                urls: usable,
+                username: s.username.clone(),
+                credential: s.credential.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Opus as the engine encodes it: 48 kHz stereo, 20 ms packets, no DTX (the station is
 /// never silent on purpose, and DTX would count as gaps).
 fn opus_capability() -> RTCRtpCodecCapability {
@@ -587,8 +605,49 @@ async fn new_peer(
     Ok(pc)
 }
 
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn unix_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stun_and_udp_turn_are_kept() {
+        let servers = [
+            proto::IceServer {
+                urls: vec![
+                    "turn:turn.example.net:3478?transport=udp".into(),
+                    "turn:turn.example.net:3478?transport=tcp".into(),
+                    "turns:turn.example.net:443?transport=tcp".into(),
+                ],
+                username: "user".into(),
+                credential: "pass".into(),
+            },
+            proto::IceServer {
+                urls: vec!["turns:only.example.net:443".into()],
+                ..Default::default()
+            },
+            proto::IceServer {
+                urls: vec!["stun:stun.example.net:3478".into()],
+                ..Default::default()
+            },
+        ];
+        let usable = usable_ice_servers(&servers);
+        assert_eq!(usable.len(), 2);
+        assert_eq!(usable[0].urls, ["turn:turn.example.net:3478?transport=udp"]);
+        assert_eq!(usable[0].username, "user");
+        assert_eq!(usable[1].urls, ["stun:stun.example.net:3478"]);
+    }
 }
