@@ -7,12 +7,14 @@
 //! and is stopped when its handle is dropped (or, for the process-wide `shared()` instances,
 //! when the test binary exits). Binaries are installed by `dev/install-tools`.
 //!
-//! Tests that need a non-loopback address run inside a network namespace of their own
-//! ([`netns`]).
+//! LiveKit is the exception to loopback: livekit-server offers no loopback ICE candidates, so
+//! its tests run inside a network namespace of their own ([`netns`]) with the server on the
+//! namespace's address ([`livekit`]), next to a real listener built on LiveKit's Python SDK.
 //!
 //! Environment variables read:
 //! - `RADIO24_CACHE`: cache root (default `$HOME/.cache/radio24`); fake-gcs-server is looked up
-//!   in `$RADIO24_CACHE/tools/bin`.
+//!   in `$RADIO24_CACHE/tools/bin`, livekit-server there too, and the LiveKit SDK's Python in
+//!   `$RADIO24_CACHE/tools/venv-livekit`.
 //! - `RADIO24_TEST_PG_URL`, `RADIO24_TEST_PUBSUB_HOST`, `RADIO24_TEST_GCS_ENDPOINT`: use an
 //!   already running server in the `shared()` constructors instead of starting one.
 //! - `RADIO24_PG_BIN`: PostgreSQL binaries (default `/usr/lib/postgresql/15/bin`).
@@ -21,6 +23,7 @@
 //!   runs inside a namespace.
 
 mod gcs;
+pub mod livekit;
 pub mod memory;
 pub mod netns;
 pub mod openai_fake;
