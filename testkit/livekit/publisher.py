@@ -6,7 +6,8 @@ what the station's host-streamer does, so tests have a known-good sender and ben
 baseline to compare the streamer's CPU use with. Input is raw s16le, 48 kHz, mono, from a
 file or stdin ("-"). It prints nothing per frame: one JSON line when the first frame goes
 out ("started", with the wall-clock time of that frame, so the time of any sample of the
-input is known) and one at the end ("finished").
+input is known) and one at the end ("finished"), or "disconnected" when the SDK gives up on
+the server (it then exits, failing).
 
 Run with the venv that dev/install-tools makes:
   venv-livekit/bin/python publisher.py --url ws://HOST:PORT --api-key devkey \
@@ -77,7 +78,10 @@ async def main():
     args = p.parse_args()
 
     room = rtc.Room()
-    room.on("disconnected", lambda reason: say("disconnected", reason=int(reason)))
+    # The SDK rides out a short server outage on its own (reconnecting, reconnected); after
+    # ~25 s it gives up and the room is disconnected for good: then stop, failing.
+    gone = asyncio.Event()
+    room.on("disconnected", lambda reason: (say("disconnected", reason=int(reason)), gone.set()))
     room.on("reconnecting", lambda: say("reconnecting"))
     room.on("reconnected", lambda: say("reconnected"))
     token = mint_token(args.api_key, args.api_secret, args.room, args.identity)
@@ -98,6 +102,8 @@ async def main():
         delay = start + frames * 0.01 - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+        if gone.is_set():
+            sys.exit(1)
         if frames == 0:
             say("started", track=publication.sid, identity=args.identity)
         await source.capture_frame(rtc.AudioFrame(chunk, SAMPLE_RATE, 1, FRAME_SAMPLES))

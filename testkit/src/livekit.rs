@@ -15,6 +15,7 @@
 //! Needs `dev/install-tools`: `$RADIO24_CACHE/tools/bin/livekit-server` and the
 //! `$RADIO24_CACHE/tools/venv-livekit` Python.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -675,7 +676,7 @@ pub struct Listener {
 #[derive(Debug, Default)]
 struct ReadState {
     /// Bytes of `out` already parsed (complete lines only).
-    offset: usize,
+    offset: u64,
     seen: Reception,
 }
 
@@ -707,15 +708,26 @@ impl Listener {
         })
     }
 
-    /// Everything recorded up to now.
+    /// Everything recorded up to now (a copy: for a long recording, prefer
+    /// [`Listener::with_reception`]).
     pub fn reception(&self) -> Result<Reception> {
+        self.with_reception(Reception::clone)
+    }
+
+    /// Reads what the script wrote since the last call and applies `f` to everything
+    /// recorded so far, without copying it.
+    pub fn with_reception<R>(&self, f: impl FnOnce(&Reception) -> R) -> Result<R> {
         let mut state = self.read.lock().unwrap_or_else(PoisonError::into_inner);
-        let bytes = match std::fs::read(&self.out) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e).context(format!("reading {}", self.out.display())),
-        };
-        let new = bytes.get(state.offset..).unwrap_or_default();
+        let mut new = Vec::new();
+        match std::fs::File::open(&self.out) {
+            Ok(mut file) => {
+                file.seek(SeekFrom::Start(state.offset))?;
+                file.read_to_end(&mut new)
+                    .with_context(|| format!("reading {}", self.out.display()))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context(format!("opening {}", self.out.display())),
+        }
         // Only complete lines: the script may be half-way through writing one.
         let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         for line in String::from_utf8_lossy(&new[..complete]).lines() {
@@ -729,12 +741,12 @@ impl Listener {
                 state.seen.events.push(event);
             }
         }
-        state.offset += complete;
-        Ok(state.seen.clone())
+        state.offset += complete as u64;
+        Ok(f(&state.seen))
     }
 
     /// Polls until `done` holds for what was recorded, failing at `deadline`, or at once
-    /// if the script exits first (with the end of its log).
+    /// if the script exits first (with the end of its log). Returns what was recorded.
     pub async fn wait_for<F>(
         &self,
         what: &str,
@@ -744,15 +756,9 @@ impl Listener {
     where
         F: FnMut(&Reception) -> bool,
     {
-        let mut last = Reception::default();
         let result = try_wait_until(what, deadline, || {
             let exited = self.process.exit_status();
-            let seen = self.reception();
-            let outcome = seen.map(|seen| {
-                let ok = done(&seen);
-                last = seen;
-                ok
-            });
+            let outcome = self.with_reception(&mut done);
             async move {
                 match (outcome?, exited) {
                     (true, _) => Ok(true),
@@ -763,12 +769,16 @@ impl Listener {
         })
         .await;
         match result {
-            Ok(()) => Ok(last),
-            Err(e) => Err(e.context(format!(
-                "listener log ends:\n{}\nits last events: {:?}",
-                self.process.log_tail(20),
-                last.events.iter().rev().take(8).collect::<Vec<_>>()
-            ))),
+            Ok(()) => self.reception(),
+            Err(e) => {
+                let last: Vec<Event> = self
+                    .with_reception(|r| r.events.iter().rev().take(8).rev().cloned().collect())
+                    .unwrap_or_default();
+                Err(e.context(format!(
+                    "listener log ends:\n{}\nits last events: {last:?}",
+                    self.process.log_tail(20)
+                )))
+            }
         }
     }
 
