@@ -108,15 +108,19 @@ mod tests {
     use super::*;
     use livekit_api::access_token::TokenVerifier;
 
-    #[test]
-    fn listener_tokens_are_subscribe_only() {
-        let cfg = LiveKitConfig {
+    fn config() -> LiveKitConfig {
+        LiveKitConfig {
             url: "ws://127.0.0.1:7880".into(),
             api_key: "devkey".into(),
             api_secret: "secret-for-tests-only-0123456789abcdef".into(),
             room: "radio24".into(),
             listener_ttl: Duration::from_secs(60),
-        };
+        }
+    }
+
+    #[test]
+    fn listener_tokens_are_subscribe_only() {
+        let cfg = config();
         let jwt = cfg.listener_token("listener-1").unwrap();
         let claims = TokenVerifier::with_api_key(&cfg.api_key, &cfg.api_secret)
             .verify(&jwt)
@@ -131,13 +135,7 @@ mod tests {
 
     #[test]
     fn host_tokens_publish_audio_and_metadata_only() {
-        let cfg = LiveKitConfig {
-            url: "ws://127.0.0.1:7880".into(),
-            api_key: "devkey".into(),
-            api_secret: "secret-for-tests-only-0123456789abcdef".into(),
-            room: "radio24".into(),
-            listener_ttl: Duration::from_secs(60),
-        };
+        let cfg = config();
         let jwt = cfg
             .host_token("radio24-host", "Radio24", Duration::from_secs(3600))
             .unwrap();

@@ -32,6 +32,7 @@ mod postgres;
 mod process;
 mod pubsub;
 pub mod realtime_fake;
+pub mod tls_proxy;
 
 use std::future::Future;
 use std::net::TcpListener;

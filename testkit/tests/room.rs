@@ -10,6 +10,7 @@ use anyhow::{Context, Result, ensure};
 use testkit::livekit::{Listener, ListenerOptions, LiveKitServer, Reception, unix_now};
 use testkit::netns;
 use testkit::pipeline::{Pipeline, PipelineOptions};
+use testkit::tls_proxy::TlsProxy;
 
 /// RMS below which a received frame counts as silence (the tone is ~0.089).
 const SILENCE_RMS: f32 = 0.01;
@@ -18,6 +19,15 @@ const HOST: &str = "radio24-host";
 /// The pipeline with the streamer on the line-up tone, publishing into `server`'s room;
 /// ingest signs listener tokens for the same room.
 async fn station(server: &LiveKitServer) -> Result<Pipeline> {
+    station_with(server, Vec::new()).await
+}
+
+/// [`station`] with more variables (`LIVEKIT_URL` here replaces the server's for that
+/// service).
+async fn station_with(
+    server: &LiveKitServer,
+    extra: Vec<(&'static str, String, String)>,
+) -> Result<Pipeline> {
     let mut env = Vec::new();
     for service in ["ingest", "host-streamer"] {
         for (name, value) in [
@@ -25,9 +35,12 @@ async fn station(server: &LiveKitServer) -> Result<Pipeline> {
             ("LIVEKIT_API_KEY", server.api_key().to_owned()),
             ("LIVEKIT_API_SECRET", server.api_secret().to_owned()),
         ] {
-            env.push((service, name.to_owned(), value));
+            if !extra.iter().any(|(s, n, _)| *s == service && n == name) {
+                env.push((service, name.to_owned(), value));
+            }
         }
     }
+    env.extend(extra);
     env.push(("host-streamer", "PROGRAM".into(), "lineup".into()));
     Pipeline::start_shared(PipelineOptions {
         streamer: Some(0),
@@ -51,6 +64,21 @@ async fn listen_token(p: &Pipeline) -> Result<(String, String)> {
     let body: serde_json::Value = res.json().await?;
     let field = |k: &str| body[k].as_str().map(str::to_owned).context(k.to_owned());
     Ok((field("url")?, field("token")?))
+}
+
+/// A listener with a token from ingest, once it hears the host: it and when it first did.
+async fn tune_in(p: &Pipeline) -> Result<(Listener, f64)> {
+    let (url, token) = listen_token(p).await?;
+    let listener = Listener::start_with(
+        &url,
+        &token,
+        &ListenerOptions {
+            duration: Duration::from_secs(150),
+            ..ListenerOptions::default()
+        },
+    )?;
+    let first = first_heard(&listener).await?;
+    Ok((listener, first))
 }
 
 /// A metric of the streamer's `/metrics`.
@@ -101,16 +129,7 @@ async fn a_listener_hears_the_stations_tone_for_a_minute_without_gaps() -> Resul
     };
     let server = LiveKitServer::start(inside.addr).await?;
     let p = station(&server).await?;
-    let (url, token) = listen_token(&p).await?;
-    let listener = Listener::start_with(
-        &url,
-        &token,
-        &ListenerOptions {
-            duration: Duration::from_secs(150),
-            ..ListenerOptions::default()
-        },
-    )?;
-    let first = first_heard(&listener).await?;
+    let (listener, first) = tune_in(&p).await?;
     // One minute from the first whole second after the first frame.
     let from = first.ceil() + 1.0;
     let to = from + 60.0;
@@ -189,16 +208,7 @@ async fn after_a_server_restart_the_station_is_heard_again_within_10s_and_never_
     };
     let mut server = LiveKitServer::start(inside.addr).await?;
     let p = station(&server).await?;
-    let (url, token) = listen_token(&p).await?;
-    let listener = Listener::start_with(
-        &url,
-        &token,
-        &ListenerOptions {
-            duration: Duration::from_secs(150),
-            ..ListenerOptions::default()
-        },
-    )?;
-    let first = first_heard(&listener).await?;
+    let (listener, first) = tune_in(&p).await?;
     heard_until(&listener, first + 5.0, Duration::from_secs(20)).await?;
 
     let frames_before = metric(&p, "frames_total").await?;
@@ -308,5 +318,41 @@ async fn a_hung_server_is_noticed_without_a_closed_socket_and_left() -> Result<(
     // ICE consent lapses in 3 s and the session goes 4 s later; pongs would take 15 s.
     ensure!(noticed <= 10.0, "took {noticed:.2} s to notice");
     ensure!(late == 0.0);
+    Ok(())
+}
+
+/// LiveKit Cloud and any production server are `wss://`: the signal connection goes
+/// through rustls, trusting the system roots (here a test CA given by `SSL_CERT_FILE`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_station_joins_over_wss_through_rustls() -> Result<()> {
+    let Some(inside) = netns::reexec_inside("the_station_joins_over_wss_through_rustls")? else {
+        return Ok(());
+    };
+    let server = LiveKitServer::start(inside.addr).await?;
+    let signal = std::net::SocketAddr::from((inside.addr, server.ports().signal));
+    let proxy = TlsProxy::start(inside.addr.into(), signal).await?;
+    let p = station_with(
+        &server,
+        vec![
+            ("host-streamer", "LIVEKIT_URL".into(), proxy.url()),
+            (
+                "host-streamer",
+                "SSL_CERT_FILE".into(),
+                proxy.ca_file().display().to_string(),
+            ),
+        ],
+    )
+    .await?;
+    let (listener, first) = tune_in(&p).await?;
+    let rx = heard_until(&listener, first + 5.0, Duration::from_secs(20)).await?;
+    let gap = rx.longest_gap(first, first + 5.0, SILENCE_RMS);
+    println!(
+        "host joined through {} ({} TLS sessions); listener heard 5 s, longest gap {:.0} ms",
+        proxy.url(),
+        proxy.sessions(),
+        gap.seconds() * 1000.0
+    );
+    ensure!(proxy.sessions() >= 1, "the host never came through TLS");
+    ensure!(gap.seconds() <= 0.1);
     Ok(())
 }

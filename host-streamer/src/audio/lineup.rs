@@ -37,7 +37,7 @@ impl LineUp {
 
     /// The frequency at `micros` since the Unix epoch.
     pub fn frequency_at(micros: u128) -> f32 {
-        if (micros / 1_000_000) % 2 == 0 {
+        if (micros / 1_000_000).is_multiple_of(2) {
             EVEN_HZ
         } else {
             ODD_HZ

@@ -37,7 +37,11 @@ impl NowPlaying {
         let mut attributes = std::collections::HashMap::from([
             ("now_playing.block".to_owned(), self.block.clone()),
             ("now_playing.item".to_owned(), self.item.clone()),
-            ("now_playing.since".to_owned(), self.since.to_rfc3339()),
+            (
+                "now_playing.since".to_owned(),
+                self.since
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            ),
         ]);
         if let Some(title) = &self.title {
             attributes.insert("now_playing.title".to_owned(), title.clone());
