@@ -12,6 +12,18 @@ use testkit::netns;
 use testkit::pipeline::{Pipeline, PipelineOptions};
 use testkit::tls_proxy::TlsProxy;
 
+/// One station at a time: four pipelines, servers and listeners at once load a 2-core
+/// machine enough to make the air thread late, which is what these tests watch for.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// [`netns::reexec_inside`], one test at a time.
+fn inside_namespace(test: &str) -> Result<Option<netns::Inside>> {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    netns::reexec_inside(test)
+}
+
 /// RMS below which a received frame counts as silence (the tone is ~0.089).
 const SILENCE_RMS: f32 = 0.01;
 const HOST: &str = "radio24-host";
@@ -123,7 +135,7 @@ fn switches(rx: &Reception, from: f64, to: f64) -> Vec<(f64, f32)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_listener_hears_the_stations_tone_for_a_minute_without_gaps() -> Result<()> {
     let Some(inside) =
-        netns::reexec_inside("a_listener_hears_the_stations_tone_for_a_minute_without_gaps")?
+        inside_namespace("a_listener_hears_the_stations_tone_for_a_minute_without_gaps")?
     else {
         return Ok(());
     };
@@ -200,7 +212,7 @@ async fn a_listener_hears_the_stations_tone_for_a_minute_without_gaps() -> Resul
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_server_restart_the_station_is_heard_again_within_10s_and_never_stopped()
 -> Result<()> {
-    let Some(inside) = netns::reexec_inside(
+    let Some(inside) = inside_namespace(
         "after_a_server_restart_the_station_is_heard_again_within_10s_and_never_stopped",
     )?
     else {
@@ -281,7 +293,7 @@ async fn after_a_server_restart_the_station_is_heard_again_within_10s_and_never_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_server_is_noticed_without_a_closed_socket_and_left() -> Result<()> {
     let Some(inside) =
-        netns::reexec_inside("a_hung_server_is_noticed_without_a_closed_socket_and_left")?
+        inside_namespace("a_hung_server_is_noticed_without_a_closed_socket_and_left")?
     else {
         return Ok(());
     };
@@ -325,7 +337,7 @@ async fn a_hung_server_is_noticed_without_a_closed_socket_and_left() -> Result<(
 /// through rustls, trusting the system roots (here a test CA given by `SSL_CERT_FILE`).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_station_joins_over_wss_through_rustls() -> Result<()> {
-    let Some(inside) = netns::reexec_inside("the_station_joins_over_wss_through_rustls")? else {
+    let Some(inside) = inside_namespace("the_station_joins_over_wss_through_rustls")? else {
         return Ok(());
     };
     let server = LiveKitServer::start(inside.addr).await?;
