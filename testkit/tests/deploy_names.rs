@@ -950,3 +950,52 @@ fn the_rust_reader_sees_every_kind_of_variable_read() {
     }
     assert!(!names.contains("A_OPUS"), "codec ids are not variables");
 }
+
+#[test]
+fn alerts_watch_what_the_services_log_and_serve() {
+    let tf = Terraform::load();
+    let monitoring = tf.module("monitoring");
+    let mut problems = Vec::new();
+    // The dead-air alert counts a log line: the watchdog must still write it.
+    let message = unquote(&monitoring["dead_air_message"]).expect("dead_air_message is a literal");
+    let logs_it = rust_sources().iter().any(|(path, code)| {
+        path.starts_with(root().join("host-streamer")) && code.contains(&message)
+    });
+    if !logs_it {
+        problems.push(format!(
+            "the dead-air alert looks for {message:?}, which the host-streamer never logs"
+        ));
+    }
+    // The services the alerts name are the ones terraform deploys.
+    let deployed: BTreeSet<String> = ["ingest", "embed", "moderate", "host-streamer"]
+        .map(String::from)
+        .into();
+    let mut named = BTreeSet::new();
+    named.insert(unquote(&monitoring["streamer_service"]).expect("streamer_service is a literal"));
+    named.extend(
+        monitoring["http_services"]
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .map(String::from),
+    );
+    for name in named.difference(&deployed) {
+        problems.push(format!(
+            "an alert watches service {name}, which terraform does not deploy"
+        ));
+    }
+    for (module, service) in [
+        ("ingest", "ingest"),
+        ("embed", "embed"),
+        ("moderate", "moderate"),
+        ("host_streamer", "host-streamer"),
+    ] {
+        let m = tf.module(module);
+        if m.get("name").and_then(|v| unquote(v)).as_deref() != Some(service) {
+            problems.push(format!(
+                "module {module} does not create the Cloud Run service {service}"
+            ));
+        }
+    }
+    report(&problems);
+}
