@@ -136,12 +136,12 @@ module "pubsub" {
       audience = local.push_audience.moderate
     }
   }
-  # topic key => publishers. The host-streamer and the migrations job (`ingest relay`) run the
-  # outbox relay, which publishes whatever the request-billed services left behind.
+  # topic key => publishers. The host-streamer runs the outbox relay, which publishes
+  # whatever the request-billed services left behind.
   publishers = {
-    ingested = [module.identities.emails["ingest"], module.identities.emails["host-streamer"], module.identities.emails["migrate"]]
-    embedded = [module.identities.emails["embed"], module.identities.emails["host-streamer"], module.identities.emails["migrate"]]
-    ready    = [module.identities.emails["moderate"], module.identities.emails["host-streamer"], module.identities.emails["migrate"]]
+    ingested = [module.identities.emails["ingest"], module.identities.emails["host-streamer"]]
+    embedded = [module.identities.emails["embed"], module.identities.emails["host-streamer"]]
+    ready    = [module.identities.emails["moderate"], module.identities.emails["host-streamer"]]
   }
   ready_subscribers = [module.identities.emails["host-streamer"]]
 }
@@ -302,13 +302,10 @@ module "migrations" {
   service_account = module.identities.emails["migrate"]
   deployers       = [module.identities.emails["build"]]
   subnetwork_id   = module.network.subnetwork_id
-  # No binary has a migrate-only command: `ingest relay` opens the database with
-  # RUN_MIGRATIONS=true (the embedded sqlx migrations, advisory-locked), publishes whatever
-  # the outbox holds and exits.
-  args = ["relay"]
-  env = merge(local.common_env, {
-    RUN_MIGRATIONS = "true"
-  })
+  # `ingest migrate` applies the embedded sqlx migrations (advisory-locked) and exits; it
+  # needs nothing but the database.
+  args = ["migrate"]
+  env  = local.common_env
   secret_env = {
     DATABASE_URL = module.database.url_secret_id
   }

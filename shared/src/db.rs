@@ -58,6 +58,32 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
     Ok(pool)
 }
 
+/// The migrations job: brings the database up to date and returns how many migrations it
+/// applied (0 when it already was). Needs only `DATABASE_URL`.
+pub async fn migrate(cfg: &DbConfig) -> Result<usize, sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(cfg.acquire_timeout.max(Duration::from_secs(30)))
+        .connect_with(
+            cfg.url
+                .parse::<PgConnectOptions>()?
+                .application_name("radio24-migrate"),
+        )
+        .await?;
+    let applied = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&pool)
+            .await
+            // Before the first migration the table does not exist.
+            .unwrap_or(0)
+    };
+    let before = applied().await;
+    MIGRATOR.run(&pool).await?;
+    let after = applied().await;
+    pool.close().await;
+    Ok(usize::try_from(after - before).unwrap_or(0))
+}
+
 /// A cheap round trip for readiness checks.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())

@@ -66,6 +66,20 @@ async fn migrations_apply_fresh_and_again() {
 }
 
 #[tokio::test]
+async fn the_migrations_job_applies_everything_once() {
+    let pg = Postgres::shared().await.expect("postgres");
+    let url = pg.create_database().await.unwrap();
+    let env = shared::config::Env::from_pairs([("DATABASE_URL", url.as_str())]);
+    let config = shared::db::DbConfig::from_env(&env).unwrap();
+    let first = shared::db::migrate(&config).await.expect("fresh database");
+    assert_eq!(first, MIGRATOR.iter().count());
+    let again = shared::db::migrate(&config)
+        .await
+        .expect("migrated database");
+    assert_eq!(again, 0);
+}
+
+#[tokio::test]
 async fn schema_enforces_the_invariants() {
     let pool = fresh_db().await;
     MIGRATOR.run(&pool).await.unwrap();

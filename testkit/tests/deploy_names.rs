@@ -23,13 +23,13 @@ fn read(rel: &str) -> String {
 }
 
 /// The services Terraform deploys, by their module name in terraform/main.tf, with the name
-/// the README's "used by" column gives them. The migrations job runs `ingest relay`.
+/// the README's "used by" column gives them. The migrations job runs `ingest migrate`.
 const DEPLOYED: &[(&str, &str)] = &[
     ("ingest", "ingest"),
     ("embed", "embed"),
     ("moderate", "moderate"),
     ("host_streamer", "host-streamer"),
-    ("migrations", "ingest relay"),
+    ("migrations", "ingest migrate"),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ struct Terraform {
 }
 
 struct Deployed {
-    /// README name of the workload ("ingest", ..., "ingest relay").
+    /// README name of the workload ("ingest", ..., "ingest migrate").
     readme_name: &'static str,
     /// Account name in module.identities.
     account: String,
@@ -240,10 +240,14 @@ impl Terraform {
             .map(|(module, readme_name)| {
                 let m = self.module(module);
                 let mut env: BTreeMap<String, String> = common.clone();
-                let own = m
-                    .get("env")
-                    .and_then(|v| object_body(v).map(assignments))
-                    .unwrap_or_else(|| panic!("module {module} sets no env"));
+                let own = match m.get("env").map(|v| v.trim()) {
+                    // Only the common variables (the migrations job).
+                    Some("local.common_env") => BTreeMap::new(),
+                    Some(v) => object_body(v)
+                        .map(assignments)
+                        .unwrap_or_else(|| panic!("module {module}: env is not an object")),
+                    None => panic!("module {module} sets no env"),
+                };
                 env.extend(own);
                 let secret_env = m
                     .get("secret_env")
@@ -482,9 +486,9 @@ fn readme_table() -> BTreeMap<String, Row> {
 /// Whether a README row's "used by" names the workload.
 fn used_by(row: &Row, workload: &str) -> bool {
     let used = row.used_by.replace('`', "");
-    if workload == "ingest relay" {
-        // The relay job reads the database, Pub/Sub and OUTBOX_* settings (README: outbox relay).
-        return used.contains("all services") || used.split(", ").any(|u| u.trim() == "ingest");
+    if workload == "ingest migrate" {
+        // The migrations job reads the database settings only (the rows for all services).
+        return used.contains("all services");
     }
     used.contains("all services")
         || used
@@ -584,8 +588,8 @@ fn every_required_variable_is_set_for_every_service_that_needs_it() {
             if !used_by(row, d.readme_name) || !row.default.starts_with("required") {
                 continue;
             }
-            // The relay job needs the database and Pub/Sub only.
-            if d.readme_name == "ingest relay" && !row.used_by.contains("all services") {
+            // The migrations job needs the database only.
+            if d.readme_name == "ingest migrate" && !row.used_by.contains("all services") {
                 continue;
             }
             // "required with `jwt`": only when some variable of this service is `jwt` (or
@@ -758,7 +762,7 @@ fn buckets_are_terraforms_and_readable_by_the_services_that_use_them() {
     for d in tf
         .deployed()
         .iter()
-        .filter(|d| d.readme_name != "ingest relay")
+        .filter(|d| d.readme_name != "ingest migrate")
     {
         for (name, row) in table.iter().filter(|(n, r)| is_bucket_var(n, r)) {
             if !used_by(row, d.readme_name) {
@@ -864,8 +868,8 @@ fn secrets_come_from_secret_manager_and_reach_only_the_services_that_mount_them(
         }
         // Every credential the service reads (README) must be mounted.
         for (name, row) in table.iter().filter(|(n, _)| is_secret(n)) {
-            let relay_skips = d.readme_name == "ingest relay" && name != "DATABASE_URL";
-            if used_by(row, d.readme_name) && !relay_skips && !d.secret_env.contains_key(name) {
+            let migrate_skips = d.readme_name == "ingest migrate" && name != "DATABASE_URL";
+            if used_by(row, d.readme_name) && !migrate_skips && !d.secret_env.contains_key(name) {
                 // LiveKit keys are needed only with LIVEKIT_URL; OpenAI's only without local
                 // providers, and the images carry no local models.
                 problems.push(format!(
