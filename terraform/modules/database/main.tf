@@ -67,10 +67,9 @@ resource "google_sql_database_instance" "this" {
       ipv4_enabled                                  = false
       private_network                               = var.network_id
       enable_private_path_for_google_cloud_services = false
-      # The services' sqlx is built without a TLS backend, so the server cannot insist on
-      # TLS yet; the address is private and reached only over Direct VPC egress.
-      #checkov:skip=CKV_GCP_6:sqlx in the service images has no TLS backend (no tls-* feature), so ENCRYPTED_ONLY would refuse every connection; the instance has no public address and is reached only from the VPC
-      ssl_mode = "ALLOW_UNENCRYPTED_AND_ENCRYPTED"
+      # Encrypted connections only (the services' sqlx speaks TLS through rustls).
+      #checkov:skip=CKV_GCP_6:connections must be encrypted (ENCRYPTED_ONLY); the check wants client certificates as well, which would mean minting and rotating one per service for a private-IP instance whose password is a secret only the services can read
+      ssl_mode = "ENCRYPTED_ONLY"
     }
 
     backup_configuration {
@@ -188,9 +187,9 @@ resource "google_secret_manager_secret" "url" {
 
 resource "google_secret_manager_secret_version" "url" {
   secret = google_secret_manager_secret.url.id
-  # sslmode=prefer: TLS as soon as the services' sqlx has a TLS backend, plain on the
-  # private network until then.
-  secret_data_wo         = "postgres://${local.user}:${ephemeral.random_password.db.result}@${google_sql_database_instance.this.private_ip_address}:5432/${local.database}?sslmode=prefer"
+  # sslmode=require: encrypted, as the instance insists (Cloud SQL's per-instance CA is not
+  # in any root store, so the client does not verify it; the path is private anyway).
+  secret_data_wo         = "postgres://${local.user}:${ephemeral.random_password.db.result}@${google_sql_database_instance.this.private_ip_address}:5432/${local.database}?sslmode=require"
   secret_data_wo_version = var.password_version
 
   depends_on = [google_sql_user.app]
