@@ -12,12 +12,14 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use shared::bus::SubscriptionSpec;
+use shared::bus::{Bus, SubscriptionSpec};
 use shared::problem::Problem;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::audio::Engine;
 use crate::audio::air::AirThread;
 use crate::config::{Config, VoiceKind};
 use crate::director::now_playing::NowPlaying;
@@ -58,26 +60,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await?;
     }
     let gcs = config.gcs_endpoint.as_deref();
-    let uploads = shared::store::open(&config.uploads_url, gcs)
-        .await
-        .context("cannot open the uploads store (UPLOADS_URL)")?;
     let recordings = shared::store::open(&config.recordings_url, gcs)
         .await
         .context("cannot open the recordings store (RECORDINGS_URL)")?;
-    let library = match &config.library_url {
-        Some(url) => {
-            let store = shared::store::open(url, gcs)
-                .await
-                .context("cannot open the library (LIBRARY_URL)")?;
-            Some(Arc::new(Library::load(store).await.context(
-                "cannot read the library's index.txt (LIBRARY_URL)",
-            )?))
-        }
-        None => None,
-    };
     let metrics = Arc::new(Metrics::default());
-    let voices = Arc::new(VoiceChain::new(voices(&config, &metrics), metrics.clone()));
-    tracing::info!(voices = ?voices.names(), "DJ voice chain");
 
     let outputs = Outputs::start(config.output.clone(), recordings, metrics.clone())
         .await
@@ -88,45 +74,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(move || segments.borrow().as_ref().map(|s| s.uri.clone()));
 
     let stop = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = JoinSet::new();
     let (engine, now_playing) = match config.program {
         Program::Station => {
-            let (engine, feeds) = crate::program::build(&config.audio);
-            let claimed = Arc::new(Notify::new());
-            let director = Director::new(
-                DirectorConfig {
-                    channel: config.channel.clone(),
-                    station_name: config.station_name.clone(),
-                    talk_interval: config.talk_interval,
-                },
-                pool.clone(),
-                voices,
-                feeds,
-                uploads,
-                library,
-                recording,
-                metrics.clone(),
-                claimed.clone(),
-            );
-            let now_playing = director.now_playing();
-            tasks.spawn({
-                let stop = stop.clone();
-                async move { director.run(stop).await }
-            });
-            tasks.spawn(crate::director::queue::pull_ready(
-                bus.clone(),
-                config.ready_subscription.clone(),
-                pool.clone(),
-                config.channel.clone(),
-                stop.clone(),
-                claimed,
-            ));
-            (engine, now_playing)
+            start_director(&config, &pool, &bus, &metrics, recording, &stop, &mut tasks).await?
         }
         Program::LineUp => {
             tracing::warn!("PROGRAM=lineup: the line-up tone is on air, not the station");
             let tone = NowPlaying::new("LINEUP", "tone", Some(LINEUP_TITLE.to_owned()));
-            let (_, now_playing) = tokio::sync::watch::channel(tone);
+            let (_, now_playing) = watch::channel(tone);
             (crate::program::build_lineup(&config.audio), now_playing)
         }
     };
@@ -196,6 +152,68 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     bus.flush().await;
     served?;
     Ok(())
+}
+
+/// The station's program: opens the uploads store and the library, builds the voice chain,
+/// spawns the director and the ready-queue puller; returns the engine they feed and what
+/// is on air. (The line-up tone needs none of it.)
+async fn start_director(
+    config: &Config,
+    pool: &PgPool,
+    bus: &Bus,
+    metrics: &Arc<Metrics>,
+    recording: RecordingPath,
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<(Engine, watch::Receiver<NowPlaying>)> {
+    let gcs = config.gcs_endpoint.as_deref();
+    let uploads = shared::store::open(&config.uploads_url, gcs)
+        .await
+        .context("cannot open the uploads store (UPLOADS_URL)")?;
+    let library = match &config.library_url {
+        Some(url) => {
+            let store = shared::store::open(url, gcs)
+                .await
+                .context("cannot open the library (LIBRARY_URL)")?;
+            Some(Arc::new(Library::load(store).await.context(
+                "cannot read the library's index.txt (LIBRARY_URL)",
+            )?))
+        }
+        None => None,
+    };
+    let voices = Arc::new(VoiceChain::new(voices(config, metrics), metrics.clone()));
+    tracing::info!(voices = ?voices.names(), "DJ voice chain");
+    let (engine, feeds) = crate::program::build(&config.audio);
+    let claimed = Arc::new(Notify::new());
+    let director = Director::new(
+        DirectorConfig {
+            channel: config.channel.clone(),
+            station_name: config.station_name.clone(),
+            talk_interval: config.talk_interval,
+        },
+        pool.clone(),
+        voices,
+        feeds,
+        uploads,
+        library,
+        recording,
+        metrics.clone(),
+        claimed.clone(),
+    );
+    let now_playing = director.now_playing();
+    tasks.spawn({
+        let stop = stop.clone();
+        async move { director.run(stop).await }
+    });
+    tasks.spawn(crate::director::queue::pull_ready(
+        bus.clone(),
+        config.ready_subscription.clone(),
+        pool.clone(),
+        config.channel.clone(),
+        stop.clone(),
+        claimed,
+    ));
+    Ok((engine, now_playing))
 }
 
 fn voices(config: &Config, metrics: &Arc<Metrics>) -> Vec<Arc<dyn Voice>> {

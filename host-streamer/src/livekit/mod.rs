@@ -119,10 +119,10 @@ async fn run(
     stop: CancellationToken,
 ) {
     let mut failures = 0u32;
+    metrics
+        .livekit_state
+        .store(STATE_JOINING, Ordering::Relaxed);
     loop {
-        metrics
-            .livekit_state
-            .store(STATE_JOINING, Ordering::Relaxed);
         let joined = tokio::select! {
             () = stop.cancelled() => break,
             joined = Session::join(&config, metrics.clone()) => joined,
