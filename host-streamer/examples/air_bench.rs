@@ -21,7 +21,7 @@ use host_streamer::director::Feeds;
 use host_streamer::metrics::Metrics;
 use host_streamer::output::{OutputConfig, Outputs};
 use host_streamer::program::{self, AudioConfig};
-use shared::audio_decode::decode_at;
+use media::decode::decode_at;
 
 /// The Realtime API's output rate.
 const VOICE_RATE: u32 = 24_000;

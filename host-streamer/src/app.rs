@@ -31,7 +31,7 @@ use crate::program::Program;
 use crate::voice::chain::VoiceChain;
 use crate::voice::local::LocalVoice;
 use crate::voice::{RealtimeVoice, RestVoice, Voice};
-use shared::openai::OpenAiClient;
+use models::openai::OpenAiClient;
 
 /// How long Pub/Sub waits for an ack before redelivering a ready message: a claim is one
 /// short transaction.

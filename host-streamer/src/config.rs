@@ -3,11 +3,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use models::openai::OpenAiConfig;
 use shared::bus::BusConfig;
 use shared::config::{ConfigError, Env};
 use shared::db::DbConfig;
 use shared::message::Event;
-use shared::openai::OpenAiConfig;
 use shared::outbox::RelayConfig;
 
 use crate::livekit::PublisherConfig;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use shared::audio_decode::decode_at;
+use media::decode::decode_at;
 use shared::store::ObjectStore;
 
 use crate::audio::SAMPLE_RATE;

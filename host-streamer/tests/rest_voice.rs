@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use host_streamer::audio::feed::channel;
 use host_streamer::audio::{Frame, Pull, Source};
 use host_streamer::voice::{Cue, RestConfig, RestVoice, Voice, VoiceError};
-use shared::openai::OpenAiClient;
+use models::openai::OpenAiClient;
 use testkit::openai_fake::{CHAT_COMPLETIONS, SPEECH, fake_reply, fake_speech_len};
 use testkit::{Fault, OpenAiFake};
 

@@ -238,7 +238,7 @@ fn a_tone_survives_opus_and_ogg_into_a_real_decoder() {
     assert_eq!(summary.last_granule, (frames * FRAME_LEN) as u64);
     assert!(summary.ends_with_eos);
     // The probe of uploaded audio (its own CRC and granule checks) agrees.
-    let info = shared::audio_probe::probe(&bytes).unwrap();
+    let info = media::probe::probe(&bytes).unwrap();
     assert_eq!(
         info.duration,
         Duration::from_micros(((frames * FRAME_LEN - PRE_SKIP) as u64 * 1_000_000) / 48_000)

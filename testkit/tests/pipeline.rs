@@ -19,7 +19,7 @@ async fn start(options: PipelineOptions) -> Pipeline {
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../shared/tests/fixtures/audio/{name}",
+        "{}/../media/tests/fixtures/audio/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

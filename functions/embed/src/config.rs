@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
+use models::openai::OpenAiConfig;
+use models::provider::Provider;
+use models::transcription::OpenAiTranscriber;
 use shared::config::{ConfigError, Env};
 use shared::message::Event;
-use shared::openai::OpenAiConfig;
 use shared::pipeline::StageConfig;
-use shared::provider::Provider;
-use shared::transcription::OpenAiTranscriber;
 
 use crate::duplicates::DuplicatePolicy;
 

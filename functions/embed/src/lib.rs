@@ -10,31 +10,21 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::routing::post;
-use shared::embedding::{Embedder, LocalMiniLm};
-use shared::openai::{OpenAiClient, OpenAiEmbedder};
-use shared::pipeline::StageResources;
-use shared::transcription::{OpenAiTranscriber, Transcriber};
-use shared::whisper::LocalWhisper;
+use models::embedding::OpenAiEmbedder;
+use models::embedding::{Embedder, LocalMiniLm};
+use models::openai::OpenAiClient;
 
-use shared::provider::Provider;
+use models::transcription::{OpenAiTranscriber, Transcriber};
+use models::whisper::LocalWhisper;
+
+use models::provider::Provider;
 
 use crate::config::Config;
 use crate::state::{AppState, Inner};
 
 pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, Router, AppState)> {
-    let StageResources {
-        pool,
-        outbox,
-        listener,
-    } = config.stage.connect().await?;
-    let openai = || {
-        OpenAiClient::new(
-            config
-                .openai
-                .clone()
-                .expect("config requires a key for openai"),
-        )
-    };
+    let (stage, listener) = config.stage.connect().await?;
+    let openai = || OpenAiClient::required(config.openai.as_ref());
     let embedder: Arc<dyn Embedder> = match config.embedding {
         Provider::Local => Arc::new(
             LocalMiniLm::load(&LocalMiniLm::default_dir())
@@ -57,8 +47,7 @@ pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, R
         .context("cannot open the uploads store (UPLOADS_URL)")?;
     let state: AppState = Arc::new(Inner {
         config,
-        pool,
-        outbox,
+        stage,
         embedder,
         transcriber,
         store,

@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use shared::embedding::Embedder;
-use shared::outbox::Outbox;
+use models::embedding::Embedder;
+use models::transcription::Transcriber;
+use shared::pipeline::Stage;
 use shared::push::{HasPushAuth, PushAuth};
 use shared::store::ObjectStore;
-use shared::transcription::Transcriber;
-use sqlx::PgPool;
 
 use crate::config::Config;
 
@@ -16,8 +15,7 @@ pub type AppState = Arc<Inner>;
 
 pub struct Inner {
     pub config: Config,
-    pub pool: PgPool,
-    pub outbox: Outbox,
+    pub stage: Stage,
     pub embedder: Arc<dyn Embedder>,
     pub transcriber: Arc<dyn Transcriber>,
     /// Where ingest put the recordings.

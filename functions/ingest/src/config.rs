@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use shared::audio_probe::AudioFormat;
+use media::probe::AudioFormat;
 use shared::auth::JwtConfig;
 use shared::bus::BusConfig;
 use shared::config::{ByteSize, ConfigError, Env, RateLimit};

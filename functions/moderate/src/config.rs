@@ -1,12 +1,12 @@
 //! moderate's configuration, validated at start-up.
 
+use models::moderation::Policy;
+use models::openai::OpenAiConfig;
+use models::provider::Provider;
 use shared::config::{ConfigError, Env};
 use shared::message::Event;
-use shared::moderation::Policy;
-use shared::openai::OpenAiConfig;
 use shared::operator::OperatorAuth;
 use shared::pipeline::StageConfig;
-use shared::provider::Provider;
 
 #[derive(Debug)]
 pub struct Config {

@@ -25,18 +25,24 @@ pub async fn push(
 
 async fn moderate(state: &AppState, event: SubmissionEvent) -> PushOutcome {
     let id = event.submission_id;
-    let sub = match pipeline::load_expecting(&state.pool, id, Status::Embedded).await {
+    let sub = match pipeline::load_expecting(&state.stage.pool, id, Status::Embedded).await {
         Ok(sub) => sub,
         Err(outcome) => return outcome,
     };
     let Some(words) = sub.words() else {
-        return pipeline::fail(&state.pool, id, Status::Embedded, "nothing to moderate").await;
+        return pipeline::fail(
+            &state.stage.pool,
+            id,
+            Status::Embedded,
+            "nothing to moderate",
+        )
+        .await;
     };
     let result = match state.moderator.moderate(words).await {
         Ok(result) => result,
         Err(e) if e.is_transient() => return PushOutcome::Retry(e.to_string()),
         Err(e) => {
-            return pipeline::fail(&state.pool, id, Status::Embedded, &e.to_string()).await;
+            return pipeline::fail(&state.stage.pool, id, Status::Embedded, &e.to_string()).await;
         }
     };
     let (decision, triggered) = state.config.policy.decide(&result);

@@ -12,33 +12,25 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use shared::moderation::{LocalModerator, Moderator, OpenAiModerator};
-use shared::openai::OpenAiClient;
-use shared::pipeline::StageResources;
-use shared::provider::Provider;
+use models::moderation::{LocalModerator, Moderator, OpenAiModerator};
+use models::openai::OpenAiClient;
+
+use models::provider::Provider;
 
 use crate::config::Config;
 use crate::state::{AppState, Inner};
 
 pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, Router, AppState)> {
-    let StageResources {
-        pool,
-        outbox,
-        listener,
-    } = config.stage.connect().await?;
+    let (stage, listener) = config.stage.connect().await?;
     let moderator: Arc<dyn Moderator> = match config.provider {
         Provider::Local => Arc::new(LocalModerator::new()),
-        Provider::OpenAi => Arc::new(OpenAiModerator::new(OpenAiClient::new(
-            config
-                .openai
-                .clone()
-                .expect("config requires a key for openai"),
+        Provider::OpenAi => Arc::new(OpenAiModerator::new(OpenAiClient::required(
+            config.openai.as_ref(),
         ))),
     };
     let state: AppState = Arc::new(Inner {
         config,
-        pool,
-        outbox,
+        stage,
         moderator,
     });
     let router = shared::pipeline::routes(post(handler::push))

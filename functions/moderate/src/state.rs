@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
-use shared::moderation::Moderator;
+use models::moderation::Moderator;
 use shared::operator::{HasOperatorAuth, OperatorAuth};
-use shared::outbox::Outbox;
+use shared::pipeline::Stage;
 use shared::push::{HasPushAuth, PushAuth};
-use sqlx::PgPool;
 
 use crate::config::Config;
 
@@ -15,8 +14,7 @@ pub type AppState = Arc<Inner>;
 
 pub struct Inner {
     pub config: Config,
-    pub pool: PgPool,
-    pub outbox: Outbox,
+    pub stage: Stage,
     pub moderator: Arc<dyn Moderator>,
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use shared::resample::Resampler;
+use media::resample::Resampler;
 
 use crate::audio::{CHANNELS, FRAME_LEN, Frame, Pull, SAMPLE_RATE, Source};
 

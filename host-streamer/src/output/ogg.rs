@@ -15,8 +15,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// Opus timestamps (granule positions) count samples at 48 kHz, whatever the input rate.
 pub const OPUS_GRANULE_RATE: u32 = 48_000;
 
-use shared::ogg::{CAPTURE, CRC_AT, HEADER_LEN};
-pub use shared::ogg::{FLAG_BOS, FLAG_CONTINUED, FLAG_EOS, Page, PageError, page_crc, pages};
+use media::ogg::{CAPTURE, CRC_AT, HEADER_LEN};
+pub use media::ogg::{FLAG_BOS, FLAG_CONTINUED, FLAG_EOS, Page, PageError, page_crc, pages};
 
 /// A page holds at most 255 lacing values.
 const MAX_LACING: usize = 255;

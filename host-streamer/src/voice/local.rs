@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use shared::audio_decode::decode_at;
+use media::decode::decode_at;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use models::ProviderError;
+use models::openai::OpenAiClient;
 use serde::{Deserialize, Serialize};
 use shared::config::{ConfigError, Env};
-use shared::openai::OpenAiClient;
-use shared::provider::ProviderError;
 
 use super::dj::{self, Cooldown, History};
 use super::pcm::Pcm16Decoder;

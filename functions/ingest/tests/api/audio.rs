@@ -10,7 +10,7 @@ use crate::helpers::*;
 
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../../shared/tests/fixtures/audio/{name}",
+        "{}/../../media/tests/fixtures/audio/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

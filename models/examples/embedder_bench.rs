@@ -1,6 +1,6 @@
 //! Throughput and memory of the local embedder, to size the `embed` service's instances:
 //!
-//!     cargo run --release -p shared --example embedder_bench
+//!     cargo run --release -p models --example embedder_bench
 //!
 //! Embeds about 200 short listener messages one at a time and in batches of 32 through the
 //! async `Embedder` API (as the service calls it), and prints the model's load time,
@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use shared::embedding::{Embedder, LocalMiniLm};
+use models::embedding::{Embedder, LocalMiniLm};
 
 const BATCH: usize = 32;
 

@@ -8,9 +8,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use shared::provider::ProviderError;
-use shared::transcription::Transcriber;
-use shared::whisper::{LocalWhisper, NAME};
+use models::ProviderError;
+use models::transcription::Transcriber;
+use models::whisper::{LocalWhisper, NAME};
 
 const PHRASE: &str = "Hello radio twenty four, please play some jazz.";
 
@@ -144,7 +144,7 @@ fn speech_is_transcribed_from_every_accepted_container() {
 /// faster-whisper, greedy, no timestamps) hears in the same files.
 #[test]
 fn fixture_uploads_are_transcribed() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audio");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/tests/fixtures/audio");
     for (name, expected) in [
         ("speech_streamable.webm", "radio 24"),
         ("speech_live.webm", "radio 24"),

@@ -3,7 +3,7 @@
 //! key. The weights are the CTranslate2 conversion that `dev/install-tools` installs; they
 //! are converted for candle when loaded ([`ct2`]).
 //!
-//! Pipeline: [`crate::audio_decode`] (any accepted upload to 16 kHz mono) → [`mel`] (log-mel
+//! Pipeline: [`media::decode`] (any accepted upload to 16 kHz mono) → [`mel`] (log-mel
 //! spectrogram) → 30 s windows → [`decoder`] (greedy decoding) → text.
 
 mod ct2;
@@ -24,9 +24,9 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 use tokio::sync::Semaphore;
 
-use crate::audio_decode::{self, DEFAULT_MAX_DURATION};
-use crate::provider::ProviderError;
+use crate::error::ProviderError;
 use crate::transcription::{Transcriber, Transcript};
+use media::decode::{self, DEFAULT_MAX_DURATION};
 
 use decoder::Rules;
 use mel::{HOP, LogMel, MelSpectrogram, WINDOW_FRAMES};
@@ -191,7 +191,7 @@ impl LocalWhisper {
     /// `$WHISPER_MODEL_DIR` if set, else `$RADIO24_CACHE/tools/models/whisper-tiny.en`
     /// (cache root defaulting to `$HOME/.cache/radio24`), where `dev/install-tools` puts it.
     pub fn default_dir() -> PathBuf {
-        crate::config::model_dir("WHISPER_MODEL_DIR", MODEL_DIR_NAME)
+        shared::config::model_dir("WHISPER_MODEL_DIR", MODEL_DIR_NAME)
     }
 
     /// Allows `n` (at least 1) transcriptions at once through this instance and its clones.
@@ -279,8 +279,7 @@ impl Inner {
         if audio.is_empty() {
             return Err(permanent("the audio is empty".into()));
         }
-        let decoded =
-            audio_decode::decode(audio, max_duration).map_err(|e| permanent(e.to_string()))?;
+        let decoded = decode::decode(audio, max_duration).map_err(|e| permanent(e.to_string()))?;
         self.transcribe_samples(&decoded.samples)
     }
 

@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use models::ProviderError;
+use models::embedding::Embedder;
+use models::embedding::{BatchLimits, OpenAiEmbedder};
+use models::openai::{OpenAiClient, OpenAiConfig};
+use models::transcription::{OpenAiTranscriber, Transcriber};
 use serde_json::{Value, json};
-use shared::embedding::Embedder;
-use shared::openai::{BatchLimits, OpenAiClient, OpenAiConfig, OpenAiEmbedder};
-use shared::provider::ProviderError;
-use shared::transcription::{OpenAiTranscriber, Transcriber};
 use testkit::openai_fake::{
     self, DEFAULT_TRANSCRIPT, EMBEDDINGS, Fault, MODERATIONS, OpenAiFake, TRANSCRIPTIONS,
 };

@@ -1,6 +1,6 @@
 //! Ogg pages (RFC 3533) to Opus packets (RFC 7845).
 //!
-//! Runs after [`crate::audio_probe::probe`] accepted the bytes as Ogg/Opus, which checked
+//! Runs after [`crate::probe::probe`] accepted the bytes as Ogg/Opus, which checked
 //! every page's CRC and that there is one logical stream; this only reassembles packets.
 
 use std::borrow::Cow;

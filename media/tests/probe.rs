@@ -1,13 +1,13 @@
-//! Tests for `shared::audio_probe` against real encoder output (see
+//! Tests for `media::probe` against real encoder output (see
 //! `fixtures/audio/README.md` for how each file was made and its true length).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;
 
+use media::probe::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use shared::audio_probe::*;
 
 /// Counts the bytes this thread allocates, so tests can show `probe` allocates
 /// nothing, whatever sizes the input claims.

@@ -1,9 +1,4 @@
-//! Sentence embeddings for near-duplicate detection: the [`Embedder`] trait the `embed`
-//! service codes against, and [`LocalMiniLm`], all-MiniLM-L6-v2 run in-process on the CPU so
-//! local runs and tests need no API key and no network.
-//!
-//! Vectors from different models live in different spaces: every vector is stored with its
-//! [`EmbeddingModel`], and similarity is only ever computed between vectors of one model.
+//! all-MiniLM-L6-v2 run in-process with candle on the CPU: the offline default embedder.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,37 +9,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::provider::ProviderError;
-
-/// Which vector space a vector belongs to; stored with every vector, never mixed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EmbeddingModel {
-    /// `"text-embedding-3-small"` or `"all-MiniLM-L6-v2"`.
-    pub name: &'static str,
-    /// Length of every vector of this model: 1536 or 384.
-    pub dims: usize,
-}
-
-impl EmbeddingModel {
-    /// OpenAI's hosted model, used in production.
-    pub const OPENAI_TEXT_EMBEDDING_3_SMALL: Self = Self {
-        name: "text-embedding-3-small",
-        dims: 1536,
-    };
-    /// The local model of [`LocalMiniLm`].
-    pub const ALL_MINILM_L6_V2: Self = Self {
-        name: "all-MiniLM-L6-v2",
-        dims: 384,
-    };
-}
-
-/// Turns texts into vectors of one [`EmbeddingModel`].
-#[async_trait::async_trait]
-pub trait Embedder: Send + Sync {
-    fn model(&self) -> EmbeddingModel;
-    /// One vector per input, L2-normalised, in input order.
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ProviderError>;
-}
+use super::{Embedder, EmbeddingModel};
+use crate::error::ProviderError;
 
 /// The name [`ProviderError`]s of [`LocalMiniLm`] carry.
 const PROVIDER: &str = "local all-MiniLM-L6-v2";
@@ -150,7 +116,7 @@ impl LocalMiniLm {
     /// `$EMBEDDING_MODEL_DIR` if set, else `$RADIO24_CACHE/tools/models/all-MiniLM-L6-v2`
     /// (cache root defaulting to `$HOME/.cache/radio24`), where `dev/install-tools` puts it.
     pub fn default_dir() -> PathBuf {
-        crate::config::model_dir("EMBEDDING_MODEL_DIR", EmbeddingModel::ALL_MINILM_L6_V2.name)
+        shared::config::model_dir("EMBEDDING_MODEL_DIR", EmbeddingModel::ALL_MINILM_L6_V2.name)
     }
 
     /// The synchronous core of [`Embedder::embed`], for callers already on a blocking
@@ -280,12 +246,6 @@ mod tests {
         let mut zero = vec![0.0; 4];
         l2_normalise(&mut zero);
         assert_eq!(zero, vec![0.0; 4]);
-    }
-
-    #[test]
-    fn model_constants_match_the_vector_sizes_of_the_schema() {
-        assert_eq!(EmbeddingModel::ALL_MINILM_L6_V2.dims, 384);
-        assert_eq!(EmbeddingModel::OPENAI_TEXT_EMBEDDING_3_SMALL.dims, 1536);
     }
 
     #[test]

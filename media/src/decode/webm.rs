@@ -1,6 +1,6 @@
 //! WebM / Matroska (EBML) to Opus packets.
 //!
-//! Runs after [`crate::audio_probe::probe`] accepted the bytes as WebM/Opus with a single
+//! Runs after [`crate::probe::probe`] accepted the bytes as WebM/Opus with a single
 //! Opus track. One forward pass over the elements: Segment, Cluster and BlockGroup are
 //! entered whatever their size says, so the unknown-size Segments and Clusters that
 //! browsers' `MediaRecorder` writes need no special case (Matroska IDs are unique across

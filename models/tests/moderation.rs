@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use shared::config::Env;
-use shared::moderation::{
+use models::moderation::{
     CATEGORIES, Decision, LocalModerator, ModerationResult, Moderator, OpenAiModerator, Policy,
     Thresholds,
 };
-use shared::openai::OpenAiClient;
+use models::openai::OpenAiClient;
+use shared::config::Env;
 use testkit::openai_fake::{MODERATIONS, OpenAiFake};
 
 fn result(scores: &[(&str, f64)]) -> ModerationResult {

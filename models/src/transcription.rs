@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Env};
+use crate::error::ProviderError;
 use crate::openai::{OpenAiClient, PROVIDER};
-use crate::provider::ProviderError;
+use shared::config::{ConfigError, Env};
 
 /// What a transcriber heard.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Decoding uploaded audio to what speech models take: mono `f32` samples at 16 kHz.
 //!
-//! Accepts exactly what [`crate::audio_probe`] accepts (WAV PCM/float, Ogg/Opus, WebM or
+//! Accepts exactly what [`crate::probe`] accepts (WAV PCM/float, Ogg/Opus, WebM or
 //! Matroska Opus including browsers' `MediaRecorder` output, MP3), and runs [`probe`]
 //! first: it refuses every other format, and its duration, measured from the content, is
 //! checked against the limit before any sample is decoded.
@@ -18,7 +18,7 @@ mod webm;
 
 use std::time::Duration;
 
-use crate::audio_probe::{AudioFormat, ProbeError, probe};
+use crate::probe::{AudioFormat, ProbeError, probe};
 
 use crate::resample::resample;
 

@@ -1,6 +1,6 @@
 //! Speed and memory of the local transcriber, to size the services that run it:
 //!
-//!     cargo run --release -p shared --example transcriber_bench
+//!     cargo run --release -p models --example transcriber_bench
 //!
 //! Makes about 10 s of speech with espeak-ng, encodes it as Ogg/Opus with ffmpeg (as a
 //! push-to-talk upload arrives), and prints the model's load time, the time to decode the
@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use shared::audio_decode::{self, DEFAULT_MAX_DURATION};
-use shared::whisper::LocalWhisper;
+use media::decode::{self, DEFAULT_MAX_DURATION};
+use models::whisper::LocalWhisper;
 
 const RUNS: usize = 3;
 const SPEECH: &str = "Good morning Radio twenty four. I am driving to work and the ring road is \
@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     println!("after load:    {}", memory());
 
     let started = Instant::now();
-    let decoded = audio_decode::decode(&upload, DEFAULT_MAX_DURATION)?;
+    let decoded = decode::decode(&upload, DEFAULT_MAX_DURATION)?;
     let decode_time = started.elapsed();
     let audio = decoded.duration();
     println!(

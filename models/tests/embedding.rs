@@ -1,4 +1,4 @@
-//! Tests for `shared::embedding::LocalMiniLm` with the real all-MiniLM-L6-v2 weights that
+//! Tests for `models::embedding::LocalMiniLm` with the real all-MiniLM-L6-v2 weights that
 //! `dev/install-tools` installs. A missing model fails the tests (it never skips them).
 //!
 //! The reference values were computed once with the reference implementation,
@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use shared::embedding::{Embedder, EmbeddingModel, LocalMiniLm};
+use models::embedding::{Embedder, EmbeddingModel, LocalMiniLm};
 
 /// The model, loaded once for all tests of this binary (loading takes a while in debug).
 fn model() -> &'static LocalMiniLm {

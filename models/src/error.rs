@@ -4,9 +4,6 @@
 
 use std::time::Duration;
 
-use crate::config::{ConfigError, Env};
-use crate::openai::OpenAiConfig;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     /// 429: slow down; `retry_after` from the provider's `Retry-After` when it sent one.
@@ -53,31 +50,6 @@ impl ProviderError {
         match self {
             ProviderError::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
-        }
-    }
-}
-
-/// Which implementation serves a provider role: OpenAI in production, an in-process model as
-/// the offline default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    Local,
-    OpenAi,
-}
-
-impl Provider {
-    /// Reads `var` (`local` | `openai`); unset means OpenAI when a key is configured.
-    pub fn from_env(
-        env: &Env,
-        var: &str,
-        openai: Option<&OpenAiConfig>,
-    ) -> Result<Self, ConfigError> {
-        match env.raw(var) {
-            None if openai.is_some() => Ok(Provider::OpenAi),
-            None | Some("local") => Ok(Provider::Local),
-            Some("openai") if openai.is_some() => Ok(Provider::OpenAi),
-            Some("openai") => Err(ConfigError::Missing("OPENAI_API_KEY".into())),
-            Some(other) => Err(ConfigError::invalid(var, other, "expected local or openai")),
         }
     }
 }

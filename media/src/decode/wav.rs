@@ -1,5 +1,5 @@
 //! RIFF/WAVE with integer PCM (16/24/32-bit) or IEEE float (32/64-bit), plain or
-//! `WAVE_FORMAT_EXTENSIBLE`: the encodings [`crate::audio_probe`] accepts.
+//! `WAVE_FORMAT_EXTENSIBLE`: the encodings [`crate::probe`] accepts.
 
 use super::{DecodeError, Limit, push_downmixed};
 
