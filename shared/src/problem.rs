@@ -1,7 +1,9 @@
 //! RFC 9457 problem details: the one shape every error response of every service takes.
 //!
 //! Services keep their own `Error` enum and convert it into a [`Problem`]; internal
-//! details are logged where the error is converted and never put into the response.
+//! details are logged where the error is converted and never put into the response. The two
+//! failures every service answers alike (a dependency is down, something broke inside) are
+//! one type, [`ServerError`], that each service's `Error` wraps.
 
 use std::time::Duration;
 
@@ -84,5 +86,39 @@ impl IntoResponse for Problem {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
+    }
+}
+
+/// What every service answers the same way: a dependency is down (503, retry soon) or
+/// something broke inside (500; the details are logged, never sent).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ServerError {
+    /// A database that cannot be reached is a 503; any other database error is a bug or a
+    /// broken invariant: 500.
+    fn from(e: sqlx::Error) -> Self {
+        match crate::db::unless_unavailable(e) {
+            None => ServerError::Unavailable("database unavailable".into()),
+            Some(e) => ServerError::Internal(e.into()),
+        }
+    }
+}
+
+impl ServerError {
+    /// The response; an internal error is logged here, where its details stop.
+    pub fn into_problem(self) -> Problem {
+        match self {
+            ServerError::Unavailable(detail) => Problem::unavailable(detail),
+            ServerError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                Problem::internal()
+            }
+        }
     }
 }

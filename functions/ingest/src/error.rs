@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use shared::auth::AuthError;
-use shared::problem::Problem;
+use shared::problem::{Problem, ServerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,18 +28,19 @@ pub enum Error {
     IdempotencyMismatch,
     #[error("rate limited")]
     RateLimited(Duration),
-    #[error("unavailable: {0}")]
-    Unavailable(String),
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Server(#[from] ServerError),
 }
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match shared::db::unless_unavailable(e) {
-            None => Error::Unavailable("database unavailable".into()),
-            Some(e) => Error::Internal(e.into()),
-        }
+        Error::Server(e.into())
+    }
+}
+
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Self {
+        Error::Server(e.into())
     }
 }
 
@@ -48,7 +49,7 @@ impl From<AuthError> for Error {
         match e {
             AuthError::KeysUnavailable(reason) => {
                 tracing::warn!(%reason, "cannot verify tokens: signing keys unavailable");
-                Error::Unavailable("identity provider unavailable".into())
+                ServerError::Unavailable("identity provider unavailable".into()).into()
             }
             e => Error::Unauthenticated(e.to_string()),
         }
@@ -62,7 +63,8 @@ impl From<shared::submission::InvalidInput> for Error {
 }
 
 impl Error {
-    pub fn problem(&self) -> Problem {
+    /// The response; internal details are logged here and stop here.
+    pub fn into_problem(self) -> Problem {
         use StatusCode as S;
         match self {
             Error::BadRequest(d) => {
@@ -96,19 +98,15 @@ impl Error {
             .detail("this Idempotency-Key was used for a different request"),
             Error::RateLimited(wait) => {
                 Problem::new(S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
-                    .retry_after(*wait)
+                    .retry_after(wait)
             }
-            Error::Unavailable(d) => Problem::unavailable(d.clone()),
-            Error::Internal(_) => Problem::internal(),
+            Error::Server(e) => e.into_problem(),
         }
     }
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        if let Error::Internal(e) = &self {
-            tracing::error!(error = ?e, "internal error");
-        }
-        self.problem().into_response()
+        self.into_problem().into_response()
     }
 }

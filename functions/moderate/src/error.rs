@@ -3,7 +3,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use shared::problem::Problem;
+use shared::problem::{Problem, ServerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,18 +16,13 @@ pub enum Error {
     /// The submission is not (any more) held: another operator decided first.
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("unavailable: {0}")]
-    Unavailable(String),
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Server(#[from] ServerError),
 }
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match shared::db::unless_unavailable(e) {
-            None => Error::Unavailable("database unavailable".into()),
-            Some(e) => Error::Internal(e.into()),
-        }
+        Error::Server(e.into())
     }
 }
 
@@ -45,11 +40,7 @@ impl IntoResponse for Error {
             Error::Conflict(d) => {
                 Problem::new(S::CONFLICT, "not-held", "Submission is not held").detail(d)
             }
-            Error::Unavailable(d) => Problem::unavailable(d),
-            Error::Internal(e) => {
-                tracing::error!(error = ?e, "internal error");
-                Problem::internal()
-            }
+            Error::Server(e) => e.into_problem(),
         };
         problem.into_response()
     }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::state::AppState;
+use shared::problem::ServerError;
 
 #[derive(Serialize)]
 pub struct ListenToken {
@@ -21,11 +22,11 @@ pub async fn issue(
     State(state): State<AppState>,
     identity: Identity,
 ) -> Result<Json<ListenToken>, Error> {
-    let lk = state
-        .config
-        .livekit
-        .as_ref()
-        .ok_or_else(|| Error::Unavailable("listening is not configured".into()))?;
+    let lk = state.config.livekit.as_ref().ok_or_else(|| {
+        Error::from(ServerError::Unavailable(
+            "listening is not configured".into(),
+        ))
+    })?;
     // One user may listen from several tabs; LiveKit drops an earlier participant that
     // joins with the same identity, so each token gets its own suffix.
     let identity = format!(
@@ -35,7 +36,7 @@ pub async fn issue(
     );
     let token = lk
         .listener_token(&identity)
-        .map_err(|e| Error::Internal(anyhow::anyhow!("cannot sign listener token: {e}")))?;
+        .map_err(|e| Error::from(anyhow::anyhow!("cannot sign listener token: {e}")))?;
     Ok(Json(ListenToken {
         token,
         url: lk.url.clone(),
