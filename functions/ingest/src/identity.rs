@@ -8,7 +8,6 @@ use shared::auth::JwtVerifier;
 use shared::submission::UserId;
 
 use crate::error::Error;
-use crate::state::AppState;
 
 /// The client address: the socket peer, or with `FORWARDED_HOPS = n` the n-th address
 /// from the right of `X-Forwarded-For` (entries to the left of it are client-supplied and
@@ -40,7 +39,16 @@ pub fn client_ip(parts: &Parts, forwarded_hops: usize) -> Option<IpAddr> {
 #[derive(Clone)]
 pub enum Authenticator {
     Jwt(JwtVerifier),
-    Anonymous,
+    /// Callers name themselves (`X-Anonymous-Id`) or are known by their address, read as
+    /// [`client_ip`] reads it with this many trusted proxy hops.
+    Anonymous {
+        forwarded_hops: usize,
+    },
+}
+
+/// Application states that can authenticate callers: what [`Identity`] is extracted with.
+pub trait HasAuthenticator {
+    fn authenticator(&self) -> &Authenticator;
 }
 
 /// The authenticated caller.
@@ -50,11 +58,11 @@ pub struct Identity {
     pub anonymous: bool,
 }
 
-impl FromRequestParts<AppState> for Identity {
+impl<S: HasAuthenticator + Sync> FromRequestParts<S> for Identity {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let identity = match &state.auth {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let identity = match state.authenticator() {
             Authenticator::Jwt(verifier) => {
                 let token = JwtVerifier::bearer(parts.headers.get(http::header::AUTHORIZATION))?;
                 let claims = verifier.verify(token).await?;
@@ -66,7 +74,7 @@ impl FromRequestParts<AppState> for Identity {
                     anonymous: false,
                 }
             }
-            Authenticator::Anonymous => {
+            &Authenticator::Anonymous { forwarded_hops } => {
                 let claimed = parts
                     .headers
                     .get("x-anonymous-id")
@@ -74,7 +82,7 @@ impl FromRequestParts<AppState> for Identity {
                     .map(str::to_owned);
                 let who = match claimed {
                     Some(id) => id,
-                    None => client_ip(parts, state.config.forwarded_hops)
+                    None => client_ip(parts, forwarded_hops)
                         .map(|ip| ip.to_string())
                         .unwrap_or_else(|| "unknown".into()),
                 };

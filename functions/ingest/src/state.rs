@@ -8,7 +8,7 @@ use shared::store::ObjectStore;
 use sqlx::PgPool;
 
 use crate::config::Config;
-use crate::identity::Authenticator;
+use crate::identity::{Authenticator, HasAuthenticator};
 use crate::rate_limit::Limits;
 
 /// Handlers share the state through an `Arc`.
@@ -22,4 +22,10 @@ pub struct Inner {
     pub store: Arc<dyn ObjectStore>,
     pub auth: Authenticator,
     pub limits: Limits,
+}
+
+impl HasAuthenticator for AppState {
+    fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
 }
