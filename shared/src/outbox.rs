@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 
 use crate::bus::{Bus, BusError, OutgoingMessage};
@@ -121,14 +121,14 @@ impl Outbox {
         attributes: BTreeMap<String, String>,
     ) -> Result<PendingMessage, sqlx::Error> {
         let attrs = serde_json::to_value(&attributes).expect("string maps serialise");
-        let id: i64 = sqlx::query_scalar(
+        let id = sqlx::query_scalar!(
             "INSERT INTO outbox (topic, payload, attributes, next_attempt_at) \
              VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING id",
+            topic,
+            &payload,
+            attrs,
+            self.config.grace.as_secs_f64(),
         )
-        .bind(topic)
-        .bind(&payload)
-        .bind(attrs)
-        .bind(self.config.grace.as_secs_f64())
         .fetch_one(&mut *tx)
         .await?;
         Ok(PendingMessage {
@@ -172,30 +172,29 @@ impl Outbox {
     /// and reschedules the failures with backoff.
     pub async fn relay_once(&self) -> Result<SweepReport, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
+        let rows = sqlx::query!(
             "SELECT id, topic, payload, attributes, attempts FROM outbox \
              WHERE next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1 \
              FOR UPDATE SKIP LOCKED",
+            self.config.batch,
         )
-        .bind(self.config.batch)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
             return Ok(SweepReport::default());
         }
-        let mut pending = Vec::with_capacity(rows.len());
-        for row in rows {
-            let attributes: serde_json::Value = row.try_get("attributes")?;
-            pending.push((
-                PendingMessage {
-                    id: row.try_get("id")?,
-                    topic: row.try_get("topic")?,
-                    payload: row.try_get("payload")?,
-                    attributes: serde_json::from_value(attributes).unwrap_or_default(),
-                },
-                row.try_get::<i32, _>("attempts")?,
-            ));
-        }
+        let pending: Vec<(PendingMessage, i32)> = rows
+            .into_iter()
+            .map(|row| {
+                let message = PendingMessage {
+                    id: row.id,
+                    topic: row.topic,
+                    payload: row.payload,
+                    attributes: serde_json::from_value(row.attributes).unwrap_or_default(),
+                };
+                (message, row.attempts)
+            })
+            .collect();
         let results = futures::future::join_all(
             pending
                 .iter()
@@ -213,21 +212,20 @@ impl Outbox {
                     let attempt = (*attempts as u32).saturating_add(1);
                     let delay =
                         delay_for_attempt(attempt, self.config.retry_base, self.config.retry_max);
-                    sqlx::query(
+                    sqlx::query!(
                         "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
                          next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                        msg.id,
+                        e.to_string(),
+                        delay.as_secs_f64(),
                     )
-                    .bind(msg.id)
-                    .bind(e.to_string())
-                    .bind(delay.as_secs_f64())
                     .execute(&mut *tx)
                     .await?;
                 }
             }
         }
         report.published = done.len();
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-            .bind(&done)
+        sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &done[..])
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -268,7 +266,7 @@ impl Outbox {
 
     /// Rows not yet published (for `/readyz` detail, metrics and tests).
     pub async fn backlog(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT count(*) FROM outbox")
+        sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox"#)
             .fetch_one(&self.pool)
             .await
     }
@@ -279,8 +277,7 @@ impl Outbox {
 async fn delete_published(pool: PgPool, mut rx: mpsc::UnboundedReceiver<i64>) {
     let mut batch = Vec::with_capacity(1024);
     while rx.recv_many(&mut batch, 4096).await > 0 {
-        let result = sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-            .bind(&batch)
+        let result = sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &batch[..])
             .execute(&pool)
             .await;
         if let Err(e) = result {

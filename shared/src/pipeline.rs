@@ -15,7 +15,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tracing::Instrument;
 
 use crate::bus::BusConfig;
@@ -24,7 +24,7 @@ use crate::db::DbConfig;
 use crate::message::{Event, SubmissionEvent};
 use crate::outbox::{Outbox, RelayConfig};
 use crate::push::{EnvelopeError, PushAuth, PushMessage, PushOutcome};
-use crate::submission::{Status, SubmissionId, SubmissionKind, transition};
+use crate::submission::{Status, SubmissionId, SubmissionRow, repository, transition};
 
 /// `HANDLER_DEADLINE`'s default; see the module docs for the chain it belongs to.
 pub const DEFAULT_HANDLER_DEADLINE: Duration = Duration::from_secs(50);
@@ -73,22 +73,22 @@ impl StageConfig {
     }
 }
 
-/// What a stage's service needs from its configuration at start-up.
-pub struct StageResources {
+/// What every stage's handlers work with: the database and the outbox to the next topic.
+#[derive(Clone)]
+pub struct Stage {
     pub pool: PgPool,
     pub outbox: Outbox,
-    pub listener: tokio::net::TcpListener,
 }
 
 impl StageConfig {
     /// Connects to the database (migrating) and the bus, and binds the port.
-    pub async fn connect(&self) -> anyhow::Result<StageResources> {
+    pub async fn connect(&self) -> anyhow::Result<(Stage, tokio::net::TcpListener)> {
         let (pool, bus) = crate::process::connect(&self.db, &self.bus, &[&self.next_topic]).await?;
-        Ok(StageResources {
+        let stage = Stage {
             outbox: Outbox::new(pool.clone(), bus, self.outbox.clone()),
             pool,
-            listener: crate::process::bind(self.host, self.port).await?,
-        })
+        };
+        Ok((stage, crate::process::bind(self.host, self.port).await?))
     }
 }
 
@@ -139,59 +139,6 @@ where
     }
 }
 
-/// What a stage reads of a submission.
-#[derive(Debug, Clone)]
-pub struct SubmissionRow {
-    pub id: SubmissionId,
-    pub status: Option<Status>,
-    pub kind: SubmissionKind,
-    pub channel: String,
-    pub text: Option<String>,
-    pub transcript: Option<String>,
-    pub audio_path: Option<String>,
-    pub audio_mime: Option<String>,
-}
-
-impl SubmissionRow {
-    /// The words of the submission: its text, or for audio its transcript once there is one.
-    pub fn words(&self) -> Option<&str> {
-        match self.kind {
-            SubmissionKind::Text => self.text.as_deref(),
-            SubmissionKind::Audio => self.transcript.as_deref(),
-        }
-    }
-
-    pub async fn load(
-        conn: impl sqlx::PgExecutor<'_>,
-        id: SubmissionId,
-    ) -> Result<Option<Self>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT status, kind, channel_id, text, transcript, audio_path, audio_mime \
-             FROM submission WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-        row.map(|r| {
-            Ok(SubmissionRow {
-                id,
-                status: Status::parse(r.try_get("status")?),
-                kind: if r.try_get::<&str, _>("kind")? == "audio" {
-                    SubmissionKind::Audio
-                } else {
-                    SubmissionKind::Text
-                },
-                channel: r.try_get("channel_id")?,
-                text: r.try_get("text")?,
-                transcript: r.try_get("transcript")?,
-                audio_path: r.try_get("audio_path")?,
-                audio_mime: r.try_get("audio_mime")?,
-            })
-        })
-        .transpose()
-    }
-}
-
 /// Loads the submission an event names, as the first step of every stage: `Err` carries
 /// the outcome to answer when there is nothing to do (unknown id, already past `expected`,
 /// database down).
@@ -200,8 +147,8 @@ pub async fn load_expecting(
     id: SubmissionId,
     expected: Status,
 ) -> Result<SubmissionRow, PushOutcome> {
-    match SubmissionRow::load(pool, id).await {
-        Ok(Some(row)) if row.status == Some(expected) => Ok(row),
+    match repository::load(pool, id).await {
+        Ok(Some(row)) if row.status == expected => Ok(row),
         Ok(Some(_)) => Err(PushOutcome::AlreadyDone),
         Ok(None) => Err(PushOutcome::PermanentFailure(format!(
             "unknown submission {id}"

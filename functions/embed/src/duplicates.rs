@@ -56,13 +56,15 @@ pub async fn nearest(
     vector: &Vector,
     window: Duration,
 ) -> Result<Option<(SubmissionId, f32)>, sqlx::Error> {
-    sqlx::query("SET LOCAL hnsw.iterative_scan = strict_order")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("SET LOCAL hnsw.ef_search = 100")
-        .execute(&mut *conn)
-        .await?;
+    // For this transaction only: scan the HNSW index past filtered-out rows, in order.
+    sqlx::query!(
+        r#"SELECT set_config('hnsw.iterative_scan', 'strict_order', true) AS "scan!",
+                  set_config('hnsw.ef_search', '100', true) AS "ef!""#
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     let sql = nearest_sql(space);
+    // Unchecked: the table depends on the vector space, and the macros cannot type `vector`.
     let row: Option<(SubmissionId, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(vector)
         .bind(channel)
@@ -98,6 +100,7 @@ pub async fn store(
          ON CONFLICT (submission_id) DO NOTHING",
         space.table()
     );
+    // Unchecked: the table depends on the vector space, and the macros cannot type `vector`.
     let done = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(channel)

@@ -4,12 +4,14 @@
 //! nothing, so the effect is exactly once under at-least-once delivery.
 
 use axum::extract::State;
+use models::ProviderError;
 use pgvector::Vector;
 use shared::message::{Event, SubmissionEvent};
-use shared::pipeline::{self, SubmissionRow};
-use shared::provider::ProviderError;
+use shared::pipeline;
 use shared::push::{PushDelivery, PushOutcome};
-use shared::submission::{Status, SubmissionId, SubmissionKind, Transition, transition};
+use shared::submission::{
+    Status, SubmissionId, SubmissionKind, SubmissionRow, Transition, repository, transition,
+};
 
 use crate::duplicates::{self, Space};
 use crate::state::AppState;
@@ -27,7 +29,7 @@ pub async fn push(
 
 async fn embed(state: &AppState, event: SubmissionEvent) -> PushOutcome {
     let id = event.submission_id;
-    let mut sub = match pipeline::load_expecting(&state.pool, id, Status::Ingested).await {
+    let mut sub = match pipeline::load_expecting(&state.stage.pool, id, Status::Ingested).await {
         Ok(sub) => sub,
         Err(outcome) => return outcome,
     };
@@ -81,14 +83,12 @@ async fn transcribe(state: &AppState, sub: &SubmissionRow) -> Result<String, Pus
         Ok(t) => t,
         Err(e) => return Err(provider_failure(state, id, e).await),
     };
-    let stored = sqlx::query(
-        "UPDATE submission SET transcript = $2, transcribed_by = $3 \
-         WHERE id = $1 AND status = 'ingested'",
+    let stored = repository::store_transcript(
+        &state.stage.pool,
+        id,
+        &transcript.text,
+        state.transcriber.name(),
     )
-    .bind(id)
-    .bind(&transcript.text)
-    .bind(state.transcriber.name())
-    .execute(&state.pool)
     .await;
     match stored {
         Ok(_) => {
@@ -109,13 +109,15 @@ async fn commit(
     let channel = sub.channel.as_str();
     let model = state.embedder.model();
     let space = Space::for_dims(model.dims).expect("configured models have a table");
-    let mut tx = state.pool.begin().await?;
+    let mut tx = state.stage.pool.begin().await?;
     // Serialise embeds per channel so two near-duplicates arriving together still see each
     // other; the transaction is a few milliseconds long.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('embed:' || $1))")
-        .bind(channel)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        r#"SELECT 1 AS "locked!" FROM pg_advisory_xact_lock(hashtext('embed:' || $1))"#,
+        channel,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if transition(&mut *tx, id, Status::Ingested, Status::Embedded, None).await?
         == Transition::NotApplicable
     {
@@ -126,22 +128,19 @@ async fn commit(
     duplicates::store(&mut tx, space, id, channel, model.name, vector).await?;
     if let Some((original, similarity)) = nearest.filter(|(_, s)| *s >= policy.min_similarity) {
         transition(&mut *tx, id, Status::Embedded, Status::Duplicate, None).await?;
-        sqlx::query("UPDATE submission SET duplicate_of = $2 WHERE id = $1")
-            .bind(id)
-            .bind(original)
-            .execute(&mut *tx)
-            .await?;
+        repository::mark_duplicate_of(&mut *tx, id, original).await?;
         tx.commit().await?;
         tracing::info!(submission_id = %id, %original, similarity, "near-duplicate");
         return Ok(PushOutcome::Done);
     }
     let next = event.follow_up(Event::Embedded);
     let pending = state
+        .stage
         .outbox
         .enqueue_event(&mut tx, &state.config.stage.next_topic, &next)
         .await?;
     tx.commit().await?;
-    state.outbox.publish_or_leave(&pending).await;
+    state.stage.outbox.publish_or_leave(&pending).await;
     Ok(PushOutcome::Done)
 }
 
@@ -156,5 +155,5 @@ async fn provider_failure(state: &AppState, id: SubmissionId, e: ProviderError) 
 }
 
 async fn fail(state: &AppState, id: SubmissionId, reason: &str) -> PushOutcome {
-    pipeline::fail(&state.pool, id, Status::Ingested, reason).await
+    pipeline::fail(&state.stage.pool, id, Status::Ingested, reason).await
 }

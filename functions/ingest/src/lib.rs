@@ -7,7 +7,9 @@
 
 pub mod config;
 pub mod error;
+pub mod idempotency;
 pub mod identity;
+pub mod payload;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
@@ -49,7 +51,9 @@ impl Application {
                 tracing::warn!(
                     "AUTH_MODE=anonymous: callers are NOT authenticated; use only for local runs"
                 );
-                Authenticator::Anonymous
+                Authenticator::Anonymous {
+                    forwarded_hops: config.forwarded_hops,
+                }
             }
         };
         if config.livekit.is_none() {

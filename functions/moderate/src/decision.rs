@@ -2,9 +2,9 @@
 //! `moderation_result` row (who or what decided, on which scores) and, for an approval, the
 //! `submission-ready` message, all in one transaction.
 
+use models::moderation::Decision;
 use serde_json::Value;
 use shared::message::SubmissionEvent;
-use shared::moderation::Decision;
 use shared::submission::{Status, SubmissionId, Transition, transition};
 
 use crate::state::AppState;
@@ -43,29 +43,30 @@ pub async fn apply(
     record: &DecisionRecord,
     ready: SubmissionEvent,
 ) -> Result<Transition, sqlx::Error> {
-    let mut tx = state.pool.begin().await?;
+    let mut tx = state.stage.pool.begin().await?;
     let to = status_of(record.decision);
     if transition(&mut *tx, id, from, to, None).await? == Transition::NotApplicable {
         return Ok(Transition::NotApplicable);
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO moderation_result \
          (submission_id, outcome, decided_by, flagged, categories, scores, triggered, note) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        id.0,
+        record.decision.as_str(),
+        record.decided_by,
+        record.flagged,
+        record.categories,
+        record.scores,
+        &record.triggered[..],
+        record.note.as_deref(),
     )
-    .bind(id)
-    .bind(record.decision.as_str())
-    .bind(&record.decided_by)
-    .bind(record.flagged)
-    .bind(&record.categories)
-    .bind(&record.scores)
-    .bind(&record.triggered)
-    .bind(&record.note)
     .execute(&mut *tx)
     .await?;
     let ready = if record.decision == Decision::Approved {
         Some(
             state
+                .stage
                 .outbox
                 .enqueue_event(&mut tx, &state.config.stage.next_topic, &ready)
                 .await?,
@@ -82,7 +83,7 @@ pub async fn apply(
         "moderation decision"
     );
     if let Some(msg) = ready {
-        state.outbox.publish_or_leave(&msg).await;
+        state.stage.outbox.publish_or_leave(&msg).await;
     }
     Ok(Transition::Applied)
 }

@@ -7,14 +7,12 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
+use models::moderation::Decision;
 use serde::{Deserialize, Serialize};
 use shared::http::RequestContext;
 use shared::message::{Event, SubmissionEvent};
-use shared::moderation::Decision;
 use shared::operator::Operator;
-use shared::pipeline::SubmissionRow;
-use shared::submission::{Status, SubmissionId, Transition};
-use sqlx::Row;
+use shared::submission::{Status, SubmissionId, SubmissionKind, Transition, repository};
 
 use crate::decision::{self, DecisionRecord};
 use crate::error::Error;
@@ -36,7 +34,7 @@ fn default_limit() -> i64 {
 pub struct HeldSubmission {
     id: SubmissionId,
     channel_id: String,
-    kind: String,
+    kind: SubmissionKind,
     /// The text, or an audio submission's transcript.
     words: Option<String>,
     audio_path: Option<String>,
@@ -62,37 +60,21 @@ pub async fn list(
             "limit must be between 1 and 500".into(),
         ));
     }
-    let rows = sqlx::query(
-        "SELECT s.id, s.channel_id, s.kind, coalesce(s.text, s.transcript) AS words, \
-                s.audio_path, s.held_at, m.decided_by, m.triggered, m.scores \
-         FROM submission s \
-         LEFT JOIN LATERAL (SELECT decided_by, triggered, scores FROM moderation_result \
-                            WHERE submission_id = s.id ORDER BY created_at DESC LIMIT 1) m ON true \
-         WHERE s.status = 'held' ORDER BY s.held_at, s.id LIMIT $1",
-    )
-    .bind(query.limit)
-    .fetch_all(&state.pool)
-    .await?;
-    let items = rows
+    let items = repository::held(&state.stage.pool, query.limit)
+        .await?
         .into_iter()
-        .map(|r| {
-            Ok(HeldSubmission {
-                id: r.try_get("id")?,
-                channel_id: r.try_get("channel_id")?,
-                kind: r.try_get("kind")?,
-                words: r.try_get("words")?,
-                audio_path: r.try_get("audio_path")?,
-                held_at: r.try_get("held_at")?,
-                held_by: r.try_get("decided_by")?,
-                triggered: r
-                    .try_get::<Option<Vec<String>>, _>("triggered")?
-                    .unwrap_or_default(),
-                scores: r
-                    .try_get::<Option<serde_json::Value>, _>("scores")?
-                    .unwrap_or_default(),
-            })
+        .map(|h| HeldSubmission {
+            id: h.id,
+            channel_id: h.channel_id,
+            kind: h.kind,
+            words: h.words,
+            audio_path: h.audio_path,
+            held_at: h.held_at,
+            held_by: h.decided_by,
+            triggered: h.triggered.unwrap_or_default(),
+            scores: h.scores.unwrap_or_default(),
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .collect();
     Ok(Json(HeldList { items }))
 }
 
@@ -148,17 +130,18 @@ pub async fn decide(
             "note is longer than {MAX_NOTE_CHARS} characters"
         )));
     }
-    let sub = SubmissionRow::load(&state.pool, id)
+    let sub = repository::load(&state.stage.pool, id)
         .await?
         .ok_or(Error::NotFound)?;
     // The operator decides on the scores that held it; they are kept with the decision.
-    let last: Option<(bool, serde_json::Value, serde_json::Value)> = sqlx::query_as(
+    let last = sqlx::query!(
         "SELECT flagged, categories, scores FROM moderation_result \
          WHERE submission_id = $1 ORDER BY created_at DESC LIMIT 1",
+        id.0,
     )
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await?;
+    .fetch_optional(&state.stage.pool)
+    .await?
+    .map(|r| (r.flagged, r.categories, r.scores));
     let (flagged, categories, scores) = last.unwrap_or_default();
     let record = DecisionRecord {
         decision,
@@ -177,8 +160,8 @@ pub async fn decide(
             decided_by: operator,
         })),
         Transition::NotApplicable => Err(Error::Conflict(match sub.status {
-            Some(Status::Held) | None => format!("submission {id} was decided meanwhile"),
-            Some(status) => format!("submission {id} is {status}"),
+            Status::Held => format!("submission {id} was decided meanwhile"),
+            status => format!("submission {id} is {status}"),
         })),
     }
 }

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use shared::audio_decode::decode_at;
+use media::decode::decode_at;
 use shared::store::ObjectStore;
+use shared::submission::SubmissionKind;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -234,7 +235,7 @@ impl Director {
             .await
             .map_err(|e| tracing::error!(submission_id = %item.id, error = %e, "on-air log start failed"))
             .ok();
-        if item.kind == "audio" {
+        if item.kind == SubmissionKind::Audio {
             self.play_caller(&item).await;
         }
         let related = related::related(&self.pool, item.id, &self.config.channel, RELATED)

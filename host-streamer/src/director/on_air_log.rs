@@ -31,16 +31,16 @@ impl OnAirLog {
         recording: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "INSERT INTO on_air_log (channel_id, segment, submission_id, started_at, transcript, recording_path) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        sqlx::query_scalar!(
+            "INSERT INTO on_air_log (channel_id, segment, submission_id, started_at, transcript, \
+             recording_path) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            self.channel,
+            block.as_str(),
+            submission.map(|s| s.0),
+            at,
+            transcript,
+            recording,
         )
-        .bind(&self.channel)
-        .bind(block.as_str())
-        .bind(submission)
-        .bind(at)
-        .bind(transcript)
-        .bind(recording)
         .fetch_one(&self.pool)
         .await
     }
@@ -53,12 +53,13 @@ impl OnAirLog {
         transcript: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE on_air_log SET ended_at = $2, transcript = COALESCE($3, transcript) WHERE id = $1",
+        sqlx::query!(
+            "UPDATE on_air_log SET ended_at = $2, transcript = COALESCE($3, transcript) \
+             WHERE id = $1",
+            id,
+            at,
+            transcript,
         )
-        .bind(id)
-        .bind(at)
-        .bind(transcript)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -5,33 +5,14 @@
 //! start-up and played from the beginning.
 
 use shared::message::{Event, SubmissionEvent};
-use shared::submission::{Status, SubmissionId, Transition, transition};
+pub use shared::submission::repository::Queued;
+use shared::submission::{Status, SubmissionId, Transition, repository, transition};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-/// A submission taken for the air.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct Queued {
-    pub id: SubmissionId,
-    pub kind: String,
-    pub text: Option<String>,
-    pub transcript: Option<String>,
-    pub audio_path: Option<String>,
-}
-
-impl Queued {
-    /// What the listener said: their text, or the transcript of their recording.
-    pub fn words(&self) -> &str {
-        self.text
-            .as_deref()
-            .or(self.transcript.as_deref())
-            .unwrap_or("")
-    }
-}
 
 /// What a ready message turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,13 +28,7 @@ pub enum Claim {
 }
 
 pub async fn claim(pool: &PgPool, id: SubmissionId, channel: &str) -> Result<Claim, sqlx::Error> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM submission WHERE id = $1 AND channel_id = $2")
-            .bind(id)
-            .bind(channel)
-            .fetch_optional(pool)
-            .await?;
-    let Some(status) = status.as_deref().and_then(Status::parse) else {
+    let Some(status) = repository::status_on_channel(pool, id, channel).await? else {
         return Ok(Claim::Unknown);
     };
     Ok(match status {
@@ -71,15 +46,7 @@ pub async fn claim(pool: &PgPool, id: SubmissionId, channel: &str) -> Result<Cla
 
 /// Takes the oldest queued submission of the channel for the air.
 pub async fn take_next(pool: &PgPool, channel: &str) -> Result<Option<Queued>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE submission SET status = 'on_air', on_air_at = now() \
-         WHERE id = (SELECT id FROM submission WHERE channel_id = $1 AND status = 'queued' \
-                     ORDER BY queued_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, kind, text, transcript, audio_path",
-    )
-    .bind(channel)
-    .fetch_optional(pool)
-    .await
+    repository::take_next(pool, channel).await
 }
 
 pub async fn mark_aired(pool: &PgPool, id: SubmissionId) -> Result<Transition, sqlx::Error> {
@@ -88,23 +55,11 @@ pub async fn mark_aired(pool: &PgPool, id: SubmissionId) -> Result<Transition, s
 
 /// Queues again what a previous run left on air (it crashed or was stopped mid-item).
 pub async fn requeue_interrupted(pool: &PgPool, channel: &str) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE submission SET status = 'queued', queued_at = now() \
-         WHERE channel_id = $1 AND status = 'on_air'",
-    )
-    .bind(channel)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    repository::requeue_interrupted(pool, channel).await
 }
 
 pub async fn depth(pool: &PgPool, channel: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM submission WHERE channel_id = $1 AND status = 'queued'",
-    )
-    .bind(channel)
-    .fetch_one(pool)
-    .await
+    repository::queued_count(pool, channel).await
 }
 
 /// Pulls `submission-ready` until `stop`, claiming each submission before acknowledging

@@ -79,24 +79,25 @@ impl Schedule {
     }
 
     pub async fn load(pool: &PgPool, channel: &str) -> Result<Schedule, sqlx::Error> {
-        let rows: Vec<(i16, String, i16, String, Vec<String>)> = sqlx::query_as(
+        let rows = sqlx::query!(
             "SELECT hour, block, minutes, prompt, topics FROM schedule \
              WHERE channel_id = $1 ORDER BY hour, position",
+            channel,
         )
-        .bind(channel)
         .fetch_all(pool)
         .await?;
         let mut hours = vec![Vec::new(); 24];
-        for (hour, block, minutes, prompt, topics) in rows {
+        for row in rows {
             // The table's CHECK constraints guarantee both.
-            let (Some(block), Ok(hour)) = (Block::parse(&block), usize::try_from(hour)) else {
+            let (Some(block), Ok(hour)) = (Block::parse(&row.block), usize::try_from(row.hour))
+            else {
                 continue;
             };
             hours[hour % 24].push(Entry {
                 block,
-                minutes: minutes.max(1) as u32,
-                prompt,
-                topics,
+                minutes: row.minutes.max(1) as u32,
+                prompt: row.prompt,
+                topics: row.topics,
             });
         }
         Ok(Schedule { hours })
@@ -145,11 +146,13 @@ pub async fn local_time(
     channel: &str,
     at: DateTime<Utc>,
 ) -> Result<NaiveDateTime, sqlx::Error> {
-    sqlx::query_scalar("SELECT ($1::timestamptz AT TIME ZONE timezone) FROM channel WHERE id = $2")
-        .bind(at)
-        .bind(channel)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT ($1::timestamptz AT TIME ZONE timezone) AS "local!" FROM channel WHERE id = $2"#,
+        at,
+        channel,
+    )
+    .fetch_one(pool)
+    .await
 }
 
 #[cfg(test)]

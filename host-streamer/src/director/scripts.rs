@@ -3,6 +3,7 @@
 //! take any cue.
 
 use chrono::NaiveDateTime;
+use shared::submission::SubmissionKind;
 
 use super::queue::Queued;
 use super::schedule::{Block, Slot};
@@ -100,7 +101,7 @@ pub fn listener_reply(item: &Queued, related: Vec<String>) -> Cue {
         .first()
         .map(|r| format!(" Earlier another listener said: {}.", clip(r)))
         .unwrap_or_default();
-    let (prompt, script) = if item.kind == "audio" {
+    let (prompt, script) = if item.kind == SubmissionKind::Audio {
         (
             format!(
                 "You just played a listener's voice message. They said: \"{words}\". Reply to them warmly in two or three sentences."

@@ -10,6 +10,7 @@
 
 use anyhow::{Context, Result};
 use shared::message::SubmissionEvent;
+use shared::submission::repository;
 use testkit::pipeline::{Pipeline, PipelineOptions};
 use testkit::{FakeGcs, Postgres, PubsubEmulator};
 
@@ -39,7 +40,7 @@ async fn main() -> Result<()> {
          \n  Listen:      {air}/stream.ogg   (a browser, mpv, ffplay or VLC)\
          \n  Metrics:     {air}/metrics\
          \n  Post text:   curl -i -X POST {base}/v1/submissions -H 'content-type: application/json' -d '{{\"text\":\"Hello Radio24!\"}}'\
-         \n  Post audio:  curl -i -X POST {base}/v1/submissions -F audio=@shared/tests/fixtures/audio/speech.webm\
+         \n  Post audio:  curl -i -X POST {base}/v1/submissions -F audio=@media/tests/fixtures/audio/speech.webm\
          \n  Status:      curl {base}/v1/submissions/<id>\
          \n  Held:        curl {review}/v1/held\
          \n  Approve:     curl -X POST {review}/v1/held/<id>/decision -H 'content-type: application/json' -d '{{\"decision\":\"approve\"}}'\
@@ -64,14 +65,11 @@ async fn main() -> Result<()> {
                 Some(Ok(m)) => {
                     match SubmissionEvent::decode(&m.data) {
                         Ok(ev) => {
-                            let words: Option<String> = sqlx::query_scalar(
-                                "SELECT coalesce(text, transcript) FROM submission WHERE id = $1",
-                            )
-                            .bind(ev.submission_id)
-                            .fetch_optional(&p.db)
-                            .await
-                            .ok()
-                            .flatten();
+                            let words = repository::load(&p.db, ev.submission_id)
+                                .await
+                                .ok()
+                                .flatten()
+                                .and_then(|row| row.words().map(str::to_owned));
                             let again = if seen.insert(ev.submission_id) { "" } else { " (delivered again)" };
                             println!(
                                 "{} ready {:?} {} {:?}{again}",
