@@ -19,10 +19,14 @@
 //! loadgen free-port          prints a free TCP port on 127.0.0.1
 //! loadgen wait URL [--timeout 60s]
 //!     Polls GET URL until it answers 200.
+//! loadgen coldstart --bin PATH [--path /readyz] [--runs 10] [--timeout 30s]
+//!     Starts PATH (with this environment and PORT set) RUNS times, one after another, and
+//!     prints the median, min and max time from process start to the first 200 on --path.
 //! ```
 
 mod args;
 mod baseline;
+mod coldstart;
 mod load;
 mod servers;
 
@@ -33,7 +37,7 @@ use args::Args;
 fn main() -> ExitCode {
     let mut argv: Vec<String> = std::env::args().skip(1).collect();
     let command = match argv.first().map(String::as_str) {
-        Some("baseline" | "servers" | "free-port" | "wait") => argv.remove(0),
+        Some("baseline" | "servers" | "free-port" | "wait" | "coldstart") => argv.remove(0),
         Some("-h" | "--help") => {
             print!("{}", USAGE);
             return ExitCode::SUCCESS;
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         "wait" => servers::wait_main(args),
+        "coldstart" => coldstart::main(args),
         _ => unreachable!(),
     });
     match result {
@@ -69,4 +74,5 @@ usage:
   loadgen servers [--project radio24-bench] [--topic submission-ingested] [--subscription bench-ingested]
   loadgen free-port
   loadgen wait URL [--timeout 60s]
+  loadgen coldstart --bin PATH [--path /readyz] [--runs 10] [--timeout 30s]
 ";
