@@ -1,14 +1,17 @@
 //! Decoding uploaded audio to what speech models take: mono `f32` samples at 16 kHz.
 //!
-//! Accepts exactly what [`crate::probe`] accepts (WAV PCM/float, Ogg/Opus, WebM or
-//! Matroska Opus including browsers' `MediaRecorder` output, MP3), and runs [`probe`]
-//! first: it refuses every other format, and its duration, measured from the content, is
-//! checked against the limit before any sample is decoded.
+//! Decoding is "walk and decode": the container's reader in [`crate::container`] (the
+//! same one [`crate::probe`] walks) hands over the packets, PCM frames for WAV; their
+//! summed duration is checked against the limit before any sample is decoded, then the
+//! packets are decoded. The bytes are walked once; nothing is probed and re-parsed. So it
+//! accepts exactly what the prober accepts (WAV PCM/float, Ogg/Opus, WebM or Matroska Opus
+//! including browsers' `MediaRecorder` output, MP3) and refuses with the prober's error.
 //!
-//! Hostile input: the demuxers here are small and only ever slice the upload: no buffer is
-//! sized from a length field in the file. Decoded audio is capped at the duration limit
-//! while it is produced, so a header that under-reports cannot make decoding run away.
-//! Opus packets go to the system libopus; MP3 frames to symphonia's decoder.
+//! Hostile input: the readers only slice the upload; the packets collected here are
+//! slices of it (or, for Ogg packets spanning pages, joined copies bounded by its size).
+//! Decoded audio is capped at the duration limit while it is produced, so a header that
+//! under-reports cannot make decoding run away. Opus packets go to the system libopus, MP3
+//! frames to symphonia's decoder.
 
 mod mp3;
 mod ogg;
@@ -18,7 +21,8 @@ mod webm;
 
 use std::time::Duration;
 
-use crate::probe::{AudioFormat, ProbeError, probe};
+use crate::container::sniff;
+use crate::format::{AudioFormat, AudioInfo, ProbeError};
 
 use crate::resample::resample;
 
@@ -54,7 +58,8 @@ impl DecodedAudio {
 /// audio.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
-    /// The probe refused the bytes (unknown format, other codec, cut-off headers).
+    /// The container reader refused the bytes (unknown format, other codec, cut-off
+    /// headers), as the prober does.
     #[error("{0}")]
     Format(#[from] ProbeError),
     #[error("the recording is {} long; at most {} is accepted", minutes(*.duration), minutes(*.max))]
@@ -79,19 +84,9 @@ pub fn decode(bytes: &[u8], max: Duration) -> Result<DecodedAudio, DecodeError> 
 /// Decodes `bytes` to mono `f32` at `rate` Hz (the on-air engine takes 48 kHz).
 pub fn decode_at(bytes: &[u8], max: Duration, rate: u32) -> Result<DecodedAudio, DecodeError> {
     let out_rate = rate;
-    let info = probe(bytes)?;
-    if info.duration > max {
-        return Err(DecodeError::TooLong {
-            duration: info.duration,
-            max,
-        });
-    }
-    // WAV and MP3 say their rate up front (Opus is always 48 kHz): refuse before decoding.
-    if let Some(rate) = info.sample_rate {
-        check_rate(rate)?;
-    }
+    let format = sniff(bytes).ok_or(ProbeError::Unrecognised)?;
     let limit = Limit { max };
-    let (samples, rate) = match info.format {
+    let (samples, rate) = match format {
         AudioFormat::Wav => wav::decode(bytes, limit)?,
         AudioFormat::OggOpus => opus::decode(ogg::demux(bytes)?, limit)?,
         AudioFormat::WebmOpus => opus::decode(webm::demux(bytes)?, limit)?,
@@ -104,7 +99,7 @@ pub fn decode_at(bytes: &[u8], max: Duration, rate: u32) -> Result<DecodedAudio,
     Ok(DecodedAudio {
         samples: resample(&samples, rate, out_rate),
         rate: out_rate,
-        format: info.format,
+        format,
     })
 }
 
@@ -125,6 +120,22 @@ struct Limit {
 }
 
 impl Limit {
+    /// What the reader measured, before anything is decoded: `Err(TooLong)` past `max`,
+    /// `Err(Unsupported)` for a sample rate outside the accepted range.
+    fn admit(self, info: &AudioInfo) -> Result<(), DecodeError> {
+        if info.duration > self.max {
+            return Err(DecodeError::TooLong {
+                duration: info.duration,
+                max: self.max,
+            });
+        }
+        // WAV and MP3 say their rate up front (Opus is always 48 kHz).
+        if let Some(rate) = info.sample_rate {
+            check_rate(rate)?;
+        }
+        Ok(())
+    }
+
     /// `Err(TooLong)` once a decoder holds more than `max` (plus a second of slack for codec
     /// delay and rounding between the probe's measure and the decoder's) at `rate`.
     fn check(self, rate: u32, samples: usize) -> Result<(), DecodeError> {
@@ -184,5 +195,63 @@ mod tests {
     fn garbage_is_refused_by_the_probe() {
         let err = decode(b"definitely not audio", DEFAULT_MAX_DURATION).unwrap_err();
         assert_eq!(err, DecodeError::Format(ProbeError::Unrecognised));
+    }
+
+    /// Every accepted fixture, walked once and decoded.
+    #[test]
+    fn every_accepted_fixture_decodes_to_its_probed_length() {
+        macro_rules! fixtures {
+            ($($name:literal),*) => {
+                [$(($name, &include_bytes!(concat!("../../tests/fixtures/audio/", $name))[..])),*]
+            };
+        }
+        let fixtures = fixtures!(
+            "speech_16k_s16.wav",
+            "speech_8k_s24.wav",
+            "tone_8k_f32.wav",
+            "speech.webm",
+            "speech_live.webm",
+            "speech_streamable.webm",
+            "speech_opus.mka",
+            "speech.ogg",
+            "speech.mp3",
+            "speech_noxing.mp3"
+        );
+        for (name, bytes) in fixtures {
+            let info = crate::probe::probe(bytes).unwrap();
+            let decoded =
+                decode(bytes, DEFAULT_MAX_DURATION).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(decoded.format, info.format, "{name}");
+            let diff = (decoded.duration().as_secs_f64() - info.duration.as_secs_f64()).abs();
+            assert!(
+                diff < 0.06,
+                "{name}: decoded {:?}, probed {:?}",
+                decoded.duration(),
+                info.duration
+            );
+            assert!(
+                decoded.samples.iter().any(|s| s.abs() > 0.01),
+                "{name} is silent"
+            );
+        }
+    }
+
+    #[test]
+    fn a_recording_over_the_limit_is_refused_before_decoding() {
+        let bytes = include_bytes!("../../tests/fixtures/audio/speech.ogg");
+        let err = decode(bytes, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::TooLong { duration, .. } if duration > Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn refused_containers_give_the_probers_reason() {
+        let bytes = include_bytes!("../../tests/fixtures/audio/vorbis.webm");
+        let err = decode(bytes, DEFAULT_MAX_DURATION).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::Format(crate::probe::probe(bytes).unwrap_err())
+        );
     }
 }

@@ -1,8 +1,12 @@
 //! Opus packets (from [`super::ogg`] or [`super::webm`]) to mono samples through libopus.
+//!
+//! The stream's measured duration is admitted against the limit before the first packet
+//! is decoded; the limit is applied again while samples are produced.
 
 use std::borrow::Cow;
 
 use super::{DecodeError, Limit};
+use crate::format::AudioInfo;
 
 /// Opus always decodes at 48 kHz.
 pub(super) const RATE: u32 = 48_000;
@@ -13,6 +17,8 @@ const MAX_PACKET_SAMPLES: usize = 5_760;
 /// What a demuxer found: the stream's `OpusHead` and its audio packets in order.
 pub(super) struct OpusStream<'a> {
     pub head: OpusHead,
+    /// What the container reader measured while it walked (the prober's answer).
+    pub info: AudioInfo,
     /// Slices of the upload, or owned where a packet spans Ogg pages.
     pub packets: Vec<Cow<'a, [u8]>>,
 }
@@ -61,6 +67,7 @@ impl OpusHead {
 /// pre-skip. A packet libopus refuses is skipped, as players do; a stream of nothing but
 /// such packets is corrupt.
 pub(super) fn decode(stream: OpusStream<'_>, limit: Limit) -> Result<(Vec<f32>, u32), DecodeError> {
+    limit.admit(&stream.info)?;
     let mut decoder = opus::Decoder::new(RATE, opus::Channels::Mono)
         .map_err(|e| DecodeError::Corrupt(format!("starting the Opus decoder: {e}")))?;
     let mut frame = [0f32; MAX_PACKET_SAMPLES];

@@ -1,110 +1,32 @@
-//! RIFF/WAVE with integer PCM (16/24/32-bit) or IEEE float (32/64-bit), plain or
-//! `WAVE_FORMAT_EXTENSIBLE`: the encodings [`crate::probe`] accepts.
+//! RIFF/WAVE: the PCM frames [`crate::container::wav`] found, converted and downmixed.
 
 use super::{DecodeError, Limit, push_downmixed};
-
-const PCM: u16 = 1;
-const IEEE_FLOAT: u16 = 3;
-const EXTENSIBLE: u16 = 0xFFFE;
-
-#[derive(Debug, Clone, Copy)]
-struct Format {
-    tag: u16,
-    channels: usize,
-    rate: u32,
-    bits: u16,
-}
+use crate::container::wav::Wav;
 
 /// Mono samples and their rate.
 pub(super) fn decode(bytes: &[u8], limit: Limit) -> Result<(Vec<f32>, u32), DecodeError> {
-    let streamed_riff = matches!(
-        bytes.get(4..8),
-        Some([0, 0, 0, 0] | [0xFF, 0xFF, 0xFF, 0xFF])
-    );
-    let mut format = None;
-    let mut data = None;
-    let mut pos = 12;
-    while let Some(header) = bytes.get(pos..pos + 8) {
-        let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let body = pos + 8;
-        // Sizes past the end (streamed files leave 0xFFFFFFFF) are clamped to what is there.
-        let end = usize::try_from(size)
-            .ok()
-            .and_then(|s| body.checked_add(s))
-            .map_or(bytes.len(), |e| e.min(bytes.len()));
-        match &header[..4] {
-            b"fmt " => format = Some(read_fmt(&bytes[body..end])?),
-            b"data" => {
-                // Streaming writers that cannot seek back leave zero sizes (RIFF and data).
-                let end = if size == 0 && streamed_riff {
-                    bytes.len()
-                } else {
-                    end
-                };
-                data = Some(&bytes[body..end]);
-                break;
-            }
-            _ => {}
-        }
-        // Chunks are padded to an even length.
-        pos = end + (end - body) % 2;
-    }
-    let format = format.ok_or_else(|| DecodeError::Corrupt("WAV: no fmt chunk".into()))?;
-    let data = data.ok_or_else(|| DecodeError::Corrupt("WAV: no data chunk".into()))?;
-
-    let width = usize::from(format.bits / 8);
-    let frames = data.len() / (width * format.channels);
-    limit.check(format.rate, frames)?;
-    let sample = |b: &[u8]| -> f32 {
-        match (format.tag, format.bits) {
-            (PCM, 16) => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0,
-            // 24-bit: shift into the top of an i32 to keep the sign.
-            (PCM, 24) => (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 / 8_388_608.0,
-            (PCM, _) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32 / 2_147_483_648.0,
-            (_, 32) => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            _ => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
-        }
-    };
-    let mut out = Vec::with_capacity(frames);
-    let used = &data[..frames * width * format.channels];
+    let wav = Wav::read(bytes)?;
+    limit.admit(&wav.info())?;
+    // Admitted: at most the limit's worth of frames, all of them present in the upload.
+    let mut out = Vec::with_capacity(wav.frames().len());
+    let encoding = wav.encoding;
     push_downmixed(
         &mut out,
-        used.chunks_exact(width).map(sample),
-        format.channels,
+        wav.data
+            .chunks_exact(encoding.width())
+            .map(|b| encoding.sample(b)),
+        usize::from(wav.channels),
     );
-    Ok((out, format.rate))
-}
-
-fn read_fmt(fmt: &[u8]) -> Result<Format, DecodeError> {
-    let u16_at = |at: usize| {
-        fmt.get(at..at + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let (Some(mut tag), Some(channels), Some(bits)) = (u16_at(0), u16_at(2), u16_at(14)) else {
-        return Err(DecodeError::Corrupt("WAV: short fmt chunk".into()));
-    };
-    let rate = u32::from_le_bytes([fmt[4], fmt[5], fmt[6], fmt[7]]);
-    if tag == EXTENSIBLE {
-        // The real tag is the first two bytes of the sub-format GUID.
-        tag = u16_at(24).ok_or_else(|| DecodeError::Corrupt("WAV: short fmt chunk".into()))?;
-    }
-    match (tag, bits) {
-        (PCM, 16 | 24 | 32) | (IEEE_FLOAT, 32 | 64) if channels > 0 => Ok(Format {
-            tag,
-            channels: usize::from(channels),
-            rate,
-            bits,
-        }),
-        _ => Err(DecodeError::Unsupported(format!(
-            "WAV format {tag:#x} with {bits}-bit samples and {channels} channels"
-        ))),
-    }
+    Ok((out, wav.sample_rate))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    const PCM: u16 = 1;
+    const IEEE_FLOAT: u16 = 3;
 
     fn wav(tag: u16, channels: u16, bits: u16, data: &[u8]) -> Vec<u8> {
         let mut out = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
