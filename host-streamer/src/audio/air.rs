@@ -19,12 +19,6 @@ pub trait Sink: Send {
     fn push(&mut self, frame: &Frame, at: DateTime<Utc>);
 }
 
-impl Sink for crate::output::Outputs {
-    fn push(&mut self, frame: &Frame, at: DateTime<Utc>) {
-        crate::output::Outputs::push(self, frame, at);
-    }
-}
-
 /// What a run of the air loop did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AirReport {

@@ -50,6 +50,7 @@ pub use ogg::{OggWriter, OpusHeaders};
 pub use recorder::{FinishReport, Recorder, RecordingConfig, RecordingSegment};
 
 use crate::audio::Frame;
+use crate::audio::air::Sink;
 use crate::livekit::RoomFeed;
 use crate::metrics::Metrics;
 
@@ -251,6 +252,14 @@ impl Outputs {
         }
         self.hub.close();
         self.recorder.finish(within).await
+    }
+}
+
+/// The air loop's sink: the engine core only knows [`Sink`], and the outputs plug into it
+/// here.
+impl Sink for Outputs {
+    fn push(&mut self, frame: &Frame, at: DateTime<Utc>) {
+        Outputs::push(self, frame, at);
     }
 }
 
