@@ -14,9 +14,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use host_streamer::audio::air::AirThread;
-use host_streamer::director::now_playing::NowPlaying;
 use host_streamer::livekit::{self, PublisherConfig};
 use host_streamer::metrics::Metrics;
+use host_streamer::on_air::NowPlaying;
 use host_streamer::output::{OutputConfig, Outputs};
 use host_streamer::program::{self, AudioConfig};
 use tokio_util::sync::CancellationToken;

@@ -8,6 +8,7 @@ pub mod director;
 pub mod library;
 pub mod livekit;
 pub mod metrics;
+pub mod on_air;
 pub mod output;
 pub mod program;
 pub mod voice;

@@ -15,7 +15,7 @@ use crate::audio::feed::channel;
 use crate::audio::{
     Ducking, DuckingConfig, Engine, Fallback, LineUp, LoudnessConfig, Pad, WatchdogConfig,
 };
-use crate::director::Feeds;
+use crate::on_air::Feeds;
 
 /// What goes on air (`PROGRAM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

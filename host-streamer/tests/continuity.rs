@@ -12,8 +12,8 @@ use std::sync::atomic::AtomicBool;
 use chrono::{DateTime, Utc};
 use host_streamer::audio::air::{self, Sink};
 use host_streamer::audio::{FRAME_LEN, Frame, Pacing, SAMPLE_RATE, WatchdogConfig};
-use host_streamer::director::Feeds;
 use host_streamer::metrics::Metrics;
+use host_streamer::on_air::Feeds;
 use host_streamer::program::{self, AudioConfig};
 
 const FRAMES_PER_SECOND: u64 = 50;

@@ -3,7 +3,6 @@
 //! It never produces audio itself and never waits on the engine: whatever it fails to
 //! deliver, the engine covers with the bed.
 
-pub mod now_playing;
 pub mod on_air_log;
 pub mod queue;
 pub mod related;
@@ -24,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::audio::SAMPLE_RATE;
 use crate::library::{Kind, Library};
 use crate::metrics::Metrics;
+use crate::on_air::{Feeds, NowPlaying};
 use crate::voice::FeedWriter;
 use crate::voice::chain::{Spoken, VoiceChain};
-use now_playing::NowPlaying;
 use on_air_log::OnAirLog;
 use queue::Queued;
 use schedule::{Block, Schedule, Slot};
@@ -46,13 +45,6 @@ pub struct DirectorConfig {
     /// How often the DJ speaks up in a block that has nothing else to play (a QANDA block
     /// with an empty queue, a TOPIC block).
     pub talk_interval: Duration,
-}
-
-/// The engine inputs the director writes into.
-pub struct Feeds {
-    pub dj: FeedWriter,
-    pub caller: FeedWriter,
-    pub music: FeedWriter,
 }
 
 pub struct Director {

@@ -29,8 +29,8 @@ use shared::livekit::LiveKitConfig;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::director::now_playing::NowPlaying;
 use crate::metrics::Metrics;
+use crate::on_air::NowPlaying;
 use session::{Session, SessionEnd};
 
 /// Packets the publisher may fall behind the engine before packets are dropped: 1 s.

@@ -40,8 +40,8 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 
 use super::PublisherConfig;
 use crate::audio::FRAME_DURATION;
-use crate::director::now_playing::NowPlaying;
 use crate::metrics::Metrics;
+use crate::on_air::NowPlaying;
 
 /// From the first signal byte to the track flowing.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);

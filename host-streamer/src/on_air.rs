@@ -1,10 +1,25 @@
-//! What is on air now, for listeners' screens. The director updates it as items start; the
+//! What the director and the outputs share about the air, kept apart from both so neither
+//! reaches into the other: the feeds the director writes into the engine, and what is on
+//! air now.
+//!
+//! [`NowPlaying`] is for listeners' screens. The director updates it as items start; the
 //! LiveKit publisher sends it to the room as the host's participant metadata (JSON) and
 //! attributes, so every listener client can show it without another API.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::voice::FeedWriter;
+
+/// The engine inputs the director writes into (built with the source graph, in
+/// [`crate::program::build`]).
+pub struct Feeds {
+    pub dj: FeedWriter,
+    pub caller: FeedWriter,
+    pub music: FeedWriter,
+}
+
+/// What is on air now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NowPlaying {
     /// The schedule block (`QANDA`, `MUSIC`, ...), or `LINEUP` for the line-up tone.
