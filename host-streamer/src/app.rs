@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audio::Engine;
 use crate::audio::air::AirThread;
 use crate::config::{Config, VoiceKind};
-use crate::director::{Director, DirectorConfig, RecordingPath};
+use crate::director::{Director, DirectorConfig, DirectorParts, RecordingPath};
 use crate::library::Library;
 use crate::metrics::Metrics;
 use crate::on_air::NowPlaying;
@@ -185,21 +185,21 @@ async fn start_director(
     tracing::info!(voices = ?voices.names(), "DJ voice chain");
     let (engine, feeds) = crate::program::build(&config.audio);
     let claimed = Arc::new(Notify::new());
-    let director = Director::new(
-        DirectorConfig {
+    let director = Director::new(DirectorParts {
+        config: DirectorConfig {
             channel: config.channel.clone(),
             station_name: config.station_name.clone(),
             talk_interval: config.talk_interval,
         },
-        pool.clone(),
+        pool: pool.clone(),
         voices,
         feeds,
         uploads,
         library,
         recording,
-        metrics.clone(),
-        claimed.clone(),
-    );
+        metrics: metrics.clone(),
+        claimed: claimed.clone(),
+    });
     let now_playing = director.now_playing();
     tasks.spawn({
         let stop = stop.clone();

@@ -47,6 +47,24 @@ pub struct DirectorConfig {
     pub talk_interval: Duration,
 }
 
+/// What the director is made of, by name: the database, the voices, the feeds it writes
+/// into and the stores it reads from.
+pub struct DirectorParts {
+    pub config: DirectorConfig,
+    pub pool: PgPool,
+    /// The DJ's voices, tried in order.
+    pub voices: Arc<VoiceChain>,
+    pub feeds: Feeds,
+    /// Where listeners' recordings are read from.
+    pub uploads: Arc<dyn ObjectStore>,
+    /// Music and jingles, when the station has a library.
+    pub library: Option<Arc<Library>>,
+    pub recording: RecordingPath,
+    pub metrics: Arc<Metrics>,
+    /// Signalled when the ready-queue puller claims a submission.
+    pub claimed: Arc<Notify>,
+}
+
 pub struct Director {
     config: DirectorConfig,
     pool: PgPool,
@@ -63,18 +81,18 @@ pub struct Director {
 }
 
 impl Director {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        config: DirectorConfig,
-        pool: PgPool,
-        voices: Arc<VoiceChain>,
-        feeds: Feeds,
-        uploads: Arc<dyn ObjectStore>,
-        library: Option<Arc<Library>>,
-        recording: RecordingPath,
-        metrics: Arc<Metrics>,
-        claimed: Arc<Notify>,
-    ) -> Self {
+    pub fn new(parts: DirectorParts) -> Self {
+        let DirectorParts {
+            config,
+            pool,
+            voices,
+            feeds,
+            uploads,
+            library,
+            recording,
+            metrics,
+            claimed,
+        } = parts;
         Director {
             log: OnAirLog::new(pool.clone(), config.channel.clone()),
             config,
