@@ -96,10 +96,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => outputs,
     };
     let air = AirThread::spawn(engine, outputs, metrics.clone());
-    let (relay_stop, relay_stop_rx) = tokio::sync::watch::channel(false);
     if let Some(relay) = config.outbox_relay.clone() {
         let outbox = shared::outbox::Outbox::new(pool.clone(), bus.clone(), relay);
-        tasks.spawn(outbox.run_relay(relay_stop_rx));
+        tasks.spawn(outbox.run_relay(stop.clone()));
     }
 
     let state = AppState {
@@ -129,7 +128,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // progress, end the live stream and upload the open recording segment.
     tracing::info!("stopping");
     stop.cancel();
-    let _ = relay_stop.send(true);
     if tokio::time::timeout(config.shutdown_grace, async {
         while tasks.join_next().await.is_some() {}
     })

@@ -136,20 +136,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    // Cancelled when the drain starts, which starts the grace period.
+    let draining = tokio_util::sync::CancellationToken::new();
+    let drain_started = draining.clone();
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
-        let _ = tx.send(true);
+        drain_started.cancel();
     });
-    let mut rx2 = rx;
     tokio::select! {
         res = server => res,
         _ = async move {
-            let _ = rx2.wait_for(|stop| *stop).await;
+            draining.cancelled().await;
             tokio::time::sleep(grace).await;
         } => {
             tracing::warn!(grace_s = grace.as_secs_f64(), "drain deadline passed; closing remaining connections");

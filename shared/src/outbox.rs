@@ -245,7 +245,7 @@ impl Outbox {
     }
 
     /// Runs sweeps every `interval` (back to back while a backlog drains) until `stop`.
-    pub async fn run_relay(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_relay(self, stop: tokio_util::sync::CancellationToken) {
         loop {
             let backlog = match self.relay_once().await {
                 Ok(r) => r.published > 0 && r.failed == 0,
@@ -259,7 +259,7 @@ impl Outbox {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.interval) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                () = stop.cancelled() => return,
             }
         }
     }

@@ -24,7 +24,6 @@ use shared::auth::JwtVerifier;
 use shared::bus::Bus;
 use shared::outbox::Outbox;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::config::{AuthMode, Config};
 use crate::identity::Authenticator;
@@ -87,15 +86,15 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        // Stops the background tasks when serving ends, however it ends.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stop_on_return = stop.clone().drop_guard();
         let state = self.state.clone();
         let mut background = Vec::new();
         if state.config.run_relay {
-            background.push(tokio::spawn(
-                state.outbox.clone().run_relay(stop_rx.clone()),
-            ));
+            background.push(tokio::spawn(state.outbox.clone().run_relay(stop.clone())));
         }
-        background.push(tokio::spawn(prune_limits(state.limits.clone(), stop_rx)));
+        background.push(tokio::spawn(prune_limits(state.limits.clone(), stop)));
         let grace = state.config.shutdown_grace;
         tracing::info!(port = self.port(), "ingest listening");
         shared::http::serve(
@@ -105,7 +104,7 @@ impl Application {
             grace,
         )
         .await?;
-        let _ = stop_tx.send(true);
+        drop(stop_on_return);
         for task in background {
             let _ = task.await;
         }
@@ -151,11 +150,11 @@ pub async fn relay_job(env: &shared::config::Env) -> anyhow::Result<usize> {
     Ok(published)
 }
 
-async fn prune_limits(limits: Limits, mut stop: watch::Receiver<bool>) {
+async fn prune_limits(limits: Limits, stop: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(60)) => limits.prune(),
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.cancelled() => return,
         }
     }
 }
