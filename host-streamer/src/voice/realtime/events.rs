@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use models::openai::redact_keys;
+use serde::Deserialize;
 
 use crate::voice::{VoiceError, dj};
 

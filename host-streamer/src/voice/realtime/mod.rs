@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use models::openai::OpenAiConfig;
 use serde_json::json;
 use shared::config::{ConfigError, Env};
-use models::openai::OpenAiConfig;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::http::Uri;
 
