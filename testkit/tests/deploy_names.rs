@@ -298,6 +298,8 @@ fn rust_sources() -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     for dir in [
         "shared/src",
+        "media/src",
+        "models/src",
         "functions/ingest/src",
         "functions/embed/src",
         "functions/moderate/src",
