@@ -20,3 +20,5 @@ pub mod probe;
 pub mod resample;
 
 pub use container::ogg;
+#[cfg(test)]
+mod test_files;

@@ -439,6 +439,7 @@ impl Walker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_files::{ogg_page as page, opus_head};
 
     #[test]
     fn the_checksum_is_ogg_s() {
@@ -458,38 +459,6 @@ mod tests {
         assert_eq!((read.bytes.len(), read.packets().count()), (HEADER_LEN, 0));
         page[10] ^= 1;
         assert_eq!(Page::read(&page).unwrap_err(), PageError::Corrupt);
-    }
-
-    /// One page of stream 7 with a valid checksum; the last packet is left open when
-    /// `open_end` is set.
-    fn page(flags: u8, granule: u64, packets: &[&[u8]], open_end: bool) -> Vec<u8> {
-        let mut lacing = Vec::new();
-        for (i, p) in packets.iter().enumerate() {
-            lacing.extend(std::iter::repeat_n(255u8, p.len() / 255));
-            let last = i + 1 == packets.len();
-            if !(last && open_end) {
-                lacing.push((p.len() % 255) as u8);
-            }
-        }
-        let mut out = CAPTURE.to_vec();
-        out.extend_from_slice(&[0, flags]);
-        out.extend_from_slice(&granule.to_le_bytes());
-        out.extend_from_slice(&7u32.to_le_bytes());
-        out.extend_from_slice(&[0; 8]);
-        out.push(lacing.len() as u8);
-        out.extend_from_slice(&lacing);
-        for p in packets {
-            out.extend_from_slice(p);
-        }
-        let crc = page_crc(&out);
-        out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-        out
-    }
-
-    fn opus_head() -> Vec<u8> {
-        let mut h = b"OpusHead".to_vec();
-        h.extend_from_slice(&[1, 1, 0x38, 0x01, 0x80, 0xBB, 0, 0, 0, 0, 0]);
-        h
     }
 
     /// A piece as (length, starts, ends).

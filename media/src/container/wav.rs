@@ -241,22 +241,7 @@ fn extensible_subformat(fmt: &[u8]) -> Result<u16, ProbeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn wav(tag: u16, channels: u16, bits: u16, data: &[u8]) -> Vec<u8> {
-        let mut out = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
-        out.extend_from_slice(&16u32.to_le_bytes());
-        out.extend_from_slice(&tag.to_le_bytes());
-        out.extend_from_slice(&channels.to_le_bytes());
-        out.extend_from_slice(&8_000u32.to_le_bytes());
-        let align = channels * bits / 8;
-        out.extend_from_slice(&(8_000 * u32::from(align)).to_le_bytes());
-        out.extend_from_slice(&align.to_le_bytes());
-        out.extend_from_slice(&bits.to_le_bytes());
-        out.extend_from_slice(b"data");
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(data);
-        out
-    }
+    use crate::test_files::wav;
 
     #[test]
     fn the_frames_handed_out_are_whole_and_their_count_is_the_duration() {

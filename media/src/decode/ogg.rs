@@ -47,35 +47,12 @@ pub(super) fn demux(bytes: &[u8]) -> Result<OpusStream<'_>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ogg::{CRC_AT, FLAG_BOS, FLAG_CONTINUED as CONTINUED, page_crc};
+    use crate::ogg::{FLAG_BOS, FLAG_CONTINUED as CONTINUED};
+    use crate::test_files::{ogg_page, opus_head};
 
-    /// One page of one stream, its checksum set.
+    /// One page of one stream at granule 0.
     fn page(flags: u8, packets: &[&[u8]], open_end: bool) -> Vec<u8> {
-        let mut lacing = Vec::new();
-        for (i, p) in packets.iter().enumerate() {
-            lacing.extend(std::iter::repeat_n(255u8, p.len() / 255));
-            let last = i + 1 == packets.len();
-            if !(last && open_end) {
-                lacing.push((p.len() % 255) as u8);
-            }
-        }
-        let mut out = b"OggS".to_vec();
-        out.extend_from_slice(&[0, flags]);
-        out.extend_from_slice(&[0; 20]);
-        out.push(lacing.len() as u8);
-        out.extend_from_slice(&lacing);
-        for p in packets {
-            out.extend_from_slice(p);
-        }
-        let crc = page_crc(&out);
-        out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-        out
-    }
-
-    fn opus_head() -> Vec<u8> {
-        let mut h = b"OpusHead".to_vec();
-        h.extend_from_slice(&[1, 1, 0x38, 0x01, 0x80, 0xBB, 0, 0, 0, 0, 0]);
-        h
+        ogg_page(flags, 0, packets, open_end)
     }
 
     #[test]

@@ -23,26 +23,11 @@ pub(super) fn decode(bytes: &[u8], limit: Limit) -> Result<(Vec<f32>, u32), Deco
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_files::wav;
     use std::time::Duration;
 
     const PCM: u16 = 1;
     const IEEE_FLOAT: u16 = 3;
-
-    fn wav(tag: u16, channels: u16, bits: u16, data: &[u8]) -> Vec<u8> {
-        let mut out = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
-        out.extend_from_slice(&16u32.to_le_bytes());
-        out.extend_from_slice(&tag.to_le_bytes());
-        out.extend_from_slice(&channels.to_le_bytes());
-        out.extend_from_slice(&8_000u32.to_le_bytes());
-        let align = channels * bits / 8;
-        out.extend_from_slice(&(8_000 * u32::from(align)).to_le_bytes());
-        out.extend_from_slice(&align.to_le_bytes());
-        out.extend_from_slice(&bits.to_le_bytes());
-        out.extend_from_slice(b"data");
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(data);
-        out
-    }
 
     const LIMIT: Limit = Limit {
         max: Duration::from_secs(60),
