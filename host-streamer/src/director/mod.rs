@@ -5,7 +5,6 @@
 
 pub mod on_air_log;
 pub mod queue;
-pub mod related;
 pub mod schedule;
 pub mod scripts;
 
@@ -15,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use media::decode::decode_at;
 use shared::store::ObjectStore;
-use shared::submission::SubmissionKind;
+use shared::submission::{SubmissionKind, repository};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -124,7 +123,7 @@ impl Director {
     /// Runs the program until `stop`. Database trouble is logged and retried: the engine
     /// keeps the bed on air meanwhile.
     pub async fn run(&self, stop: CancellationToken) {
-        match queue::requeue_interrupted(&self.pool, &self.config.channel).await {
+        match repository::requeue_interrupted(&self.pool, &self.config.channel).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 submissions = n,
@@ -198,7 +197,7 @@ impl Director {
             if until(ends).is_zero() {
                 return;
             }
-            match queue::take_next(&self.pool, &self.config.channel).await {
+            match repository::take_next(&self.pool, &self.config.channel).await {
                 Ok(Some(item)) => {
                     self.refresh_queue_depth().await;
                     self.play_submission(item).await;
@@ -221,7 +220,7 @@ impl Director {
     }
 
     async fn refresh_queue_depth(&self) {
-        if let Ok(depth) = queue::depth(&self.pool, &self.config.channel).await {
+        if let Ok(depth) = repository::queued_count(&self.pool, &self.config.channel).await {
             self.metrics
                 .queue_depth
                 .store(depth, std::sync::atomic::Ordering::Relaxed);
@@ -248,7 +247,7 @@ impl Director {
         if item.kind == SubmissionKind::Audio {
             self.play_caller(&item).await;
         }
-        let related = related::related(&self.pool, item.id, &self.config.channel, RELATED)
+        let related = repository::aired_near(&self.pool, item.id, &self.config.channel, RELATED)
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "no related submissions for context");

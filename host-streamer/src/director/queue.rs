@@ -44,22 +44,8 @@ pub async fn claim(pool: &PgPool, id: SubmissionId, channel: &str) -> Result<Cla
     })
 }
 
-/// Takes the oldest queued submission of the channel for the air.
-pub async fn take_next(pool: &PgPool, channel: &str) -> Result<Option<Queued>, sqlx::Error> {
-    repository::take_next(pool, channel).await
-}
-
 pub async fn mark_aired(pool: &PgPool, id: SubmissionId) -> Result<Transition, sqlx::Error> {
     transition(pool, id, Status::OnAir, Status::Aired, None).await
-}
-
-/// Queues again what a previous run left on air (it crashed or was stopped mid-item).
-pub async fn requeue_interrupted(pool: &PgPool, channel: &str) -> Result<u64, sqlx::Error> {
-    repository::requeue_interrupted(pool, channel).await
-}
-
-pub async fn depth(pool: &PgPool, channel: &str) -> Result<i64, sqlx::Error> {
-    repository::queued_count(pool, channel).await
 }
 
 /// Pulls `submission-ready` until `stop`, claiming each submission before acknowledging

@@ -17,7 +17,7 @@
 //! - Functions take any executor, so a caller chooses the pool or its own transaction.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 
 use super::{
     IdempotencyKey, Status, SubmissionId, SubmissionKind, SubmissionText, Transition, UserId,
@@ -382,12 +382,15 @@ pub async fn queued_count(exec: impl PgExecutor<'_>, channel: &str) -> Result<i6
 
 /// The words of up to `limit` aired submissions of `channel` closest in meaning to `id`, in
 /// the vector space `id` was embedded in (the local model's or OpenAI's), nearest first.
+/// Runs in a transaction of its own, which the scan setting below needs.
 pub async fn aired_near(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     id: SubmissionId,
     channel: &str,
     limit: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let conn = &mut *tx;
     // A filtered HNSW scan returns at most ef_search candidates before the filter; keep
     // scanning until enough aired ones are found (for this transaction only).
     sqlx::query!("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
@@ -409,11 +412,11 @@ pub async fn aired_near(
     )
     .fetch_all(&mut *conn)
     .await?;
-    if !local.is_empty() {
-        return Ok(local);
-    }
-    sqlx::query_scalar!(
-        r#"SELECT COALESCE(s.text, s.transcript) AS "words!" FROM submission_embedding e
+    let words = if !local.is_empty() {
+        local
+    } else {
+        sqlx::query_scalar!(
+            r#"SELECT COALESCE(s.text, s.transcript) AS "words!" FROM submission_embedding e
            JOIN submission s ON s.id = e.submission_id
            WHERE e.channel_id = $2 AND e.submission_id <> $1 AND s.status = 'aired'
              AND COALESCE(s.text, s.transcript) IS NOT NULL
@@ -421,10 +424,13 @@ pub async fn aired_near(
            ORDER BY e.embedding <=> (SELECT embedding FROM submission_embedding
                                      WHERE submission_id = $1)
            LIMIT $3"#,
-        id.0,
-        channel,
-        limit,
-    )
-    .fetch_all(&mut *conn)
-    .await
+            id.0,
+            channel,
+            limit,
+        )
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    tx.commit().await?;
+    Ok(words)
 }
