@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use models::moderation::{
     CATEGORIES, Decision, LocalModerator, ModerationResult, Moderator, OpenAiModerator, Policy,
-    Thresholds,
+    STATION_CATEGORIES, Thresholds,
 };
 use models::openai::OpenAiClient;
 use shared::config::Env;
@@ -127,8 +127,14 @@ fn invalid_thresholds_name_the_variable() {
 #[test]
 fn local_moderator_scores_every_category_in_openai_shape() {
     let r = LocalModerator::new().score("Good morning!");
-    assert_eq!(r.category_scores.len(), CATEGORIES.len());
-    assert_eq!(r.categories.len(), CATEGORIES.len());
+    assert_eq!(
+        r.category_scores.len(),
+        CATEGORIES.len() + STATION_CATEGORIES.len()
+    );
+    assert_eq!(
+        r.categories.len(),
+        CATEGORIES.len() + STATION_CATEGORIES.len()
+    );
     assert!(!r.flagged);
     assert!(r.category_scores.values().all(|s| (0.0..=1.0).contains(s)));
     let r = LocalModerator::new().score("I will kill you");
@@ -162,8 +168,21 @@ fn threats_and_violence_are_rejected_or_held() {
         "I will kill you if you play that song again",
         "im gonna shoot up the school tomorrow",
         "I know where you live, DJ.",
+        // Approved and read on air before the rules read intent and targets.
+        "I am going to shoot everyone at the station tomorrow.",
+        "I will kill everyone at the station tomorrow.",
+        "I am going to bomb your station tonight.",
     ] {
         assert_eq!(local(text).0, Decision::Rejected, "{text}");
+    }
+    for text in [
+        "this song kills",
+        "I'm dying to hear the news",
+        "Please play something by Bomb the Bass",
+        "we're killing it at the station open day tomorrow",
+        "shoot me a request for the morning show",
+    ] {
+        assert_eq!(local(text), (Decision::Approved, vec![]), "{text}");
     }
     let (d, why) = local("The video showed people being decapitated");
     assert_ne!(d, Decision::Approved, "{why:?}");
@@ -260,7 +279,7 @@ fn words_glued_across_a_space_are_not_profanity() {
 async fn local_moderator_is_a_moderator() {
     let m: Box<dyn Moderator> = Box::new(LocalModerator::new());
     assert_eq!(m.name(), "local:rules");
-    let r = m.moderate("hello").await.unwrap();
+    let r = m.moderate("hello", None).await.unwrap();
     assert!(!r.flagged);
 }
 
@@ -270,12 +289,12 @@ async fn openai_moderator_against_the_fake() {
     let m = OpenAiModerator::new(OpenAiClient::new(fake.config()));
     assert_eq!(m.name(), "openai:omni-moderation-latest");
 
-    let clean = m.moderate("play some jazz").await.unwrap();
+    let clean = m.moderate("play some jazz", None).await.unwrap();
     assert!(!clean.flagged);
     assert_eq!(clean.category_scores.len(), CATEGORIES.len());
     assert_eq!(Policy::default().decide(&clean).0, Decision::Approved);
 
-    let threat = m.moderate("I will KILL YOU").await.unwrap();
+    let threat = m.moderate("I will KILL YOU", None).await.unwrap();
     assert!(threat.flagged && threat.categories["harassment/threatening"]);
     let (d, why) = Policy::default().decide(&threat);
     assert_eq!(d, Decision::Rejected);
@@ -285,7 +304,7 @@ async fn openai_moderator_against_the_fake() {
     );
 
     fake.add_moderation_rule("pineapple pizza", "hate", 0.5);
-    let grey = m.moderate("I love pineapple pizza").await.unwrap();
+    let grey = m.moderate("I love pineapple pizza", None).await.unwrap();
     assert_eq!(grey.score("hate"), 0.5);
     assert_eq!(Policy::default().decide(&grey).0, Decision::Held);
 

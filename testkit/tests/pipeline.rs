@@ -121,7 +121,7 @@ async fn text_and_audio_reach_ready_with_local_providers() {
         .unwrap();
         assert_eq!(
             (decided_by.as_str(), outcome.as_str()),
-            ("local:rules", "approved")
+            ("local:rules+exemplars", "approved")
         );
     }
     let (transcript, by): (String, String) =
@@ -245,7 +245,7 @@ async fn operators_review_held_submissions() {
             .any(|c| c.as_str().unwrap().starts_with("self-harm")),
         "{list}"
     );
-    assert_eq!(self_harm["held_by"], "local:rules");
+    assert_eq!(self_harm["held_by"], "local:rules+exemplars");
     assert!(
         self_harm["scores"]["self-harm"].as_f64().unwrap() > 0.0,
         "{list}"
@@ -326,7 +326,7 @@ async fn operators_review_held_submissions() {
     assert_eq!(
         trail,
         [
-            ("held".into(), "local:rules".into(), None),
+            ("held".into(), "local:rules+exemplars".into(), None),
             (
                 "approved".into(),
                 "operator:local".into(),

@@ -9,35 +9,10 @@
 
 use std::time::Duration;
 
+use models::embedding::Space;
 use pgvector::Vector;
 use shared::submission::SubmissionId;
 use sqlx::PgConnection;
-
-/// Which table (vector space) a model's vectors live in. The two spaces are never compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Space {
-    /// OpenAI text-embedding-3-small, 1536 dims.
-    OpenAi,
-    /// all-MiniLM-L6-v2 run locally, 384 dims.
-    Local,
-}
-
-impl Space {
-    pub fn for_dims(dims: usize) -> Option<Space> {
-        match dims {
-            1536 => Some(Space::OpenAi),
-            384 => Some(Space::Local),
-            _ => None,
-        }
-    }
-
-    pub fn table(self) -> &'static str {
-        match self {
-            Space::OpenAi => "submission_embedding",
-            Space::Local => "submission_embedding_local",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct DuplicatePolicy {
@@ -82,7 +57,7 @@ pub fn nearest_sql(space: Space) -> String {
          WHERE channel_id = $2 AND created_at > now() - make_interval(secs => $3) \
          AND submission_id <> $4 \
          ORDER BY embedding <=> $1 LIMIT 1",
-        space.table()
+        space.submission_table()
     )
 }
 
@@ -98,7 +73,7 @@ pub async fn store(
     let sql = format!(
         "INSERT INTO {} (submission_id, channel_id, model, embedding) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (submission_id) DO NOTHING",
-        space.table()
+        space.submission_table()
     );
     // Unchecked: the table depends on the vector space, and the macros cannot type `vector`.
     let done = sqlx::query(sqlx::AssertSqlSafe(sql))

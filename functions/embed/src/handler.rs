@@ -13,8 +13,9 @@ use shared::submission::{
     Status, SubmissionId, SubmissionKind, SubmissionRow, Transition, repository, transition,
 };
 
-use crate::duplicates::{self, Space};
+use crate::duplicates;
 use crate::state::AppState;
+use models::embedding::Space;
 
 pub async fn push(
     State(state): State<AppState>,

@@ -42,6 +42,7 @@ pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, R
             config.transcribe_model.clone(),
         )),
     };
+    seed_exemplars(&stage.pool, embedder.clone()).await;
     let store = shared::store::open(&config.uploads_url, config.gcs_endpoint.as_deref())
         .await
         .context("cannot open the uploads store (UPLOADS_URL)")?;
@@ -54,4 +55,39 @@ pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, R
     });
     let router = shared::pipeline::routes(post(handler::push)).with_state(state.clone());
     Ok((listener, shared::http::finish_router(router), state))
+}
+
+/// Seeds the moderator's exemplars in this embedder's vector space (`models::moderation::
+/// exemplars`) before the first message is embedded, so the moderator can read them for it.
+/// When that fails (the embedding provider is down), the service starts anyway and keeps
+/// trying in the background: until then the moderator judges by words alone, and says so.
+async fn seed_exemplars(pool: &sqlx::PgPool, embedder: Arc<dyn Embedder>) {
+    use models::moderation::exemplars;
+    let version = exemplars::version();
+    match exemplars::seed(pool, embedder.as_ref()).await {
+        Ok(rows) => {
+            tracing::info!(%version, rows, "moderation exemplars seeded");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(%version, error = %e, "cannot seed the moderation exemplars yet; retrying in the background")
+        }
+    }
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let mut wait = std::time::Duration::from_secs(5);
+        loop {
+            tokio::time::sleep(wait).await;
+            match exemplars::seed(&pool, embedder.as_ref()).await {
+                Ok(rows) => {
+                    tracing::info!(%version, rows, "moderation exemplars seeded");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%version, error = %e, "cannot seed the moderation exemplars yet")
+                }
+            }
+            wait = (wait * 2).min(std::time::Duration::from_secs(300));
+        }
+    });
 }

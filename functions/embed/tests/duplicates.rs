@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use embed::duplicates::{self, Space};
+use embed::duplicates;
+use models::embedding::Space;
 use pgvector::Vector;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -13,7 +13,7 @@ use crate::state::AppState;
 #[derive(Debug, Clone)]
 pub struct DecisionRecord {
     pub decision: Decision,
-    /// `openai:omni-moderation-latest`, `local:rules`, `operator:<email>`.
+    /// `openai:omni-moderation-latest`, `local:rules+exemplars`, `operator:<email>`.
     pub decided_by: String,
     pub flagged: bool,
     /// The provider's per-category booleans and scores (for an operator: those they saw).

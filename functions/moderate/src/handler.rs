@@ -4,6 +4,7 @@
 //! for an approval. Redeliveries find the transition done and change nothing.
 
 use axum::extract::State;
+use models::moderation::LocalModerator;
 use shared::message::{Event, SubmissionEvent};
 use shared::pipeline;
 use shared::push::{PushDelivery, PushOutcome};
@@ -38,13 +39,18 @@ async fn moderate(state: &AppState, event: SubmissionEvent) -> PushOutcome {
         )
         .await;
     };
-    let result = match state.moderator.moderate(words).await {
+    let mut result = match state.moderator.moderate(words, Some(id)).await {
         Ok(result) => result,
         Err(e) if e.is_transient() => return PushOutcome::Retry(e.to_string()),
         Err(e) => {
             return pipeline::fail(&state.stage.pool, id, Status::Embedded, &e.to_string()).await;
         }
     };
+    // Whichever provider moderates, the station's own checks apply: contact details and
+    // instructions to the DJ are for a person.
+    for (category, score) in LocalModerator::new().station_checks(words) {
+        result.raise(&category, score);
+    }
     let (decision, triggered) = state.config.policy.decide(&result);
     let record = DecisionRecord {
         decision,

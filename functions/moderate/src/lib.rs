@@ -23,7 +23,7 @@ use crate::state::{AppState, Inner};
 pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, Router, AppState)> {
     let (stage, listener) = config.stage.connect().await?;
     let moderator: Arc<dyn Moderator> = match config.provider {
-        Provider::Local => Arc::new(LocalModerator::new()),
+        Provider::Local => Arc::new(LocalModerator::with_exemplars(stage.pool.clone())),
         Provider::OpenAi => Arc::new(OpenAiModerator::new(OpenAiClient::required(
             config.openai.as_ref(),
         ))),

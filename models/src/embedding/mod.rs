@@ -38,6 +38,42 @@ impl EmbeddingModel {
     };
 }
 
+/// Which tables a model's vectors live in: one per vector space, because the two spaces differ
+/// in dimensions and are never compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// OpenAI text-embedding-3-small, 1536 dims.
+    OpenAi,
+    /// all-MiniLM-L6-v2 run locally, 384 dims.
+    Local,
+}
+
+impl Space {
+    pub fn for_dims(dims: usize) -> Option<Space> {
+        match dims {
+            1536 => Some(Space::OpenAi),
+            384 => Some(Space::Local),
+            _ => None,
+        }
+    }
+
+    /// Submissions' vectors.
+    pub fn submission_table(self) -> &'static str {
+        match self {
+            Space::OpenAi => "submission_embedding",
+            Space::Local => "submission_embedding_local",
+        }
+    }
+
+    /// The moderator's labelled exemplars' vectors.
+    pub fn exemplar_table(self) -> &'static str {
+        match self {
+            Space::OpenAi => "moderation_exemplar",
+            Space::Local => "moderation_exemplar_local",
+        }
+    }
+}
+
 /// Turns texts into vectors of one [`EmbeddingModel`].
 #[async_trait::async_trait]
 pub trait Embedder: Send + Sync {

@@ -7,18 +7,25 @@
 //! more careful in others (a listener in crisis should reach a human, not be auto-rejected).
 //!
 //! One module per part: [`policy`] (thresholds to a decision), [`openai`] (OpenAI's
-//! endpoint), [`local`] (the offline moderator) with its phrase rules kept as data in
-//! `rules.txt` and read by [`rules`].
+//! endpoint), [`local`] (the offline moderator), which combines the phrase rules kept as data
+//! in `rules.txt` (read by [`rules`], matched on the words [`normalize`] reads), the
+//! [`personal_data`] finder, and the nearest labelled [`exemplars`] of the submission's
+//! embedding.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use shared::submission::SubmissionId;
+
 use crate::error::ProviderError;
 
+pub mod exemplars;
 mod local;
+mod normalize;
 mod openai;
+pub mod personal_data;
 mod policy;
 mod rules;
 
@@ -43,6 +50,20 @@ pub const CATEGORIES: [&str; 13] = [
     "violence/graphic",
 ];
 
+/// What the local moderator scores beyond OpenAI's categories: a listener's contact details
+/// must not go on air unseen, and a message that gives the DJ instructions is for a person.
+/// The policy knows their thresholds; the OpenAI provider never reports them.
+pub const STATION_CATEGORIES: [&str; 2] = ["personal-data", "prompt-injection"];
+
+/// `name` as one of [`CATEGORIES`] or [`STATION_CATEGORIES`], if it is one.
+pub fn known_category(name: &str) -> Option<&'static str> {
+    CATEGORIES
+        .iter()
+        .chain(&STATION_CATEGORIES)
+        .copied()
+        .find(|c| *c == name)
+}
+
 /// OpenAI moderation's shape:
 /// <https://platform.openai.com/docs/api-reference/moderations/object>
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -58,13 +79,30 @@ impl ModerationResult {
     pub fn score(&self, category: &str) -> f64 {
         self.category_scores.get(category).copied().unwrap_or(0.0)
     }
+
+    /// Raises `category` to at least `score` (flagged from 0.5, as the local moderator flags).
+    pub fn raise(&mut self, category: &str, score: f64) {
+        let s = self.category_scores.entry(category.to_owned()).or_default();
+        *s = s.max(score);
+        let flagged = *s >= 0.5;
+        let f = self.categories.entry(category.to_owned()).or_default();
+        *f = *f || flagged;
+        self.flagged = self.flagged || flagged;
+    }
 }
 
 /// A moderation provider.
 #[async_trait]
 pub trait Moderator: Send + Sync {
     /// Provider and model, recorded with each decision: `openai:omni-moderation-latest`,
-    /// `local:rules`.
+    /// `local:rules+exemplars`.
     fn name(&self) -> &str;
-    async fn moderate(&self, text: &str) -> Result<ModerationResult, ProviderError>;
+    /// Scores `text`. `submission` names the submission these words are, when they are one
+    /// (its embedding is stored by then, and a provider may use it); `None` for the DJ's own
+    /// words.
+    async fn moderate(
+        &self,
+        text: &str,
+        submission: Option<SubmissionId>,
+    ) -> Result<ModerationResult, ProviderError>;
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use shared::submission::SubmissionId;
 
 use super::{ModerationResult, Moderator};
 use crate::error::ProviderError;
@@ -62,7 +63,12 @@ impl Moderator for OpenAiModerator {
         &self.name
     }
 
-    async fn moderate(&self, text: &str) -> Result<ModerationResult, ProviderError> {
+    /// OpenAI reads the words alone: `_submission` is not needed.
+    async fn moderate(
+        &self,
+        text: &str,
+        _submission: Option<SubmissionId>,
+    ) -> Result<ModerationResult, ProviderError> {
         let req = ModerationRequest {
             model: &self.model,
             input: text,

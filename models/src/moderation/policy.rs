@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shared::config::{ConfigError, Env};
 
-use super::{CATEGORIES, ModerationResult};
+use super::{CATEGORIES, ModerationResult, STATION_CATEGORIES, known_category};
 
 /// What to do with a submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -55,8 +55,9 @@ impl Thresholds {
 ///
 /// Self-harm and intent reject only at 1.0, i.e. practically never: someone who writes
 /// about ending their life should be seen by a person. Instructions for it, threats and
-/// anything sexual about minors are rejected early.
-const DEFAULT_THRESHOLDS: [(&str, f64, f64); 13] = [
+/// anything sexual about minors are rejected early. Contact details and instructions to the
+/// DJ are only ever held: a person can approve them.
+const DEFAULT_THRESHOLDS: [(&str, f64, f64); 15] = [
     ("harassment", 0.4, 0.9),
     ("harassment/threatening", 0.3, 0.7),
     ("hate", 0.3, 0.85),
@@ -70,6 +71,8 @@ const DEFAULT_THRESHOLDS: [(&str, f64, f64); 13] = [
     ("sexual/minors", 0.1, 0.4),
     ("violence", 0.4, 0.85),
     ("violence/graphic", 0.3, 0.7),
+    ("personal-data", 0.5, 1.0),
+    ("prompt-injection", 0.5, 1.0),
 ];
 
 /// For a category the policy does not know (a provider added one): hold when it is
@@ -113,16 +116,13 @@ impl Policy {
                 .split_once('=')
                 .ok_or_else(|| format!("{item:?}: expected category=hold:reject"))?;
             let category = category.trim();
-            let key = CATEGORIES
-                .iter()
-                .copied()
-                .find(|c| *c == category)
-                .ok_or_else(|| {
-                    format!(
-                        "unknown category {category:?}; known: {}",
-                        CATEGORIES.join(", ")
-                    )
-                })?;
+            let key = known_category(category).ok_or_else(|| {
+                format!(
+                    "unknown category {category:?}; known: {}, {}",
+                    CATEGORIES.join(", "),
+                    STATION_CATEGORIES.join(", ")
+                )
+            })?;
             if seen.contains(&key) {
                 return Err(format!("{key} is given twice"));
             }
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn every_default_threshold_names_a_known_category() {
         for (c, _, _) in DEFAULT_THRESHOLDS {
-            assert!(CATEGORIES.contains(&c));
+            assert_eq!(known_category(c), Some(c));
         }
     }
 }
