@@ -28,8 +28,45 @@ impl Payload {
     }
 }
 
-/// Reads and validates the body, bounded before it is read.
+/// Reads and validates the body, bounded before it is read. Whatever the answer, the body is
+/// read to its end first (within `shared::body`'s bounds), so a client that writes it all
+/// before reading gets the answer, a 413 included, rather than a reset.
 pub async fn read(req: Request, limits: &Limits) -> Result<Payload, Error> {
+    let (parts, body) = req.into_parts();
+    let limit = match media_type(&parts.headers).as_deref() {
+        Some("application/json") => limits.max_json_bytes() as u64,
+        Some("multipart/form-data") => limits.max_multipart_bytes(),
+        _ => 0,
+    };
+    let (body, drain) = shared::body::bounded(body, limit);
+    let result = read_within(Request::from_parts(parts, body), limits).await;
+    let exceeded = drain.exceeded();
+    drain.finish().await;
+    match result {
+        Err(_) if exceeded => Err(if limit == limits.max_json_bytes() as u64 {
+            too_large_text(limits)
+        } else {
+            too_large_audio(limits)
+        }),
+        result => result,
+    }
+}
+
+/// The media type of the Content-Type header, lower-cased, without parameters.
+fn media_type(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+async fn read_within(req: Request, limits: &Limits) -> Result<Payload, Error> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -95,7 +132,7 @@ fn too_large_audio(limits: &Limits) -> Error {
 fn body_error(e: axum::Error, too_large: impl FnOnce() -> Error) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
+        if s.is::<http_body_util::LengthLimitError>() || s.is::<shared::body::TooLarge>() {
             return too_large();
         }
         source = s.source();

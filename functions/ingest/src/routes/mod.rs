@@ -16,13 +16,13 @@ use crate::rate_limit::Bucket;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    // Bodies are bounded before they are read: the JSON path reads at most
-    // `max_json_bytes` itself, multipart is capped here.
-    let body_limit = state.config.limits.max_multipart_bytes() as usize;
+    // Bodies are bounded as they are read, by `payload::read` (which also drains what is
+    // left of a body it answers early), not by axum's default limit, which would stop
+    // reading at the limit and leave the rest unread.
     let api = Router::new()
         .route(
             "/v1/submissions",
-            post(submissions::create).layer(DefaultBodyLimit::max(body_limit)),
+            post(submissions::create).layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/submissions/{id}", get(submissions::get))
         .route("/v1/listen-token", post(listen_token::issue))

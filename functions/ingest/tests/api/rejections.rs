@@ -133,3 +133,82 @@ async fn rate_limits_answer_429_with_retry_after() {
     }
     app.stop().await;
 }
+
+/// Sends a whole request before reading anything, as Python's `http.client` and many SDKs
+/// do, and returns the status line of the answer (or what went wrong).
+async fn write_all_then_read(addr: &str, head: String, body: &[u8], chunked: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = head.into_bytes();
+    if chunked {
+        for piece in body.chunks(64 * 1024) {
+            request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            request.extend_from_slice(piece);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        request.extend_from_slice(body);
+    }
+    if let Err(e) = stream.write_all(&request).await {
+        return format!("writing the body failed: {e}");
+    }
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer).await {
+        Ok(_) if answer.is_empty() => "no answer".to_owned(),
+        Ok(_) => String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+        Err(e) if !answer.is_empty() => String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .map_or_else(|| format!("reading failed: {e}"), str::to_owned),
+        Err(e) => format!("reading the answer failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_writes_the_whole_body_first_still_reads_its_413() {
+    let app = spawn_with(|env| {
+        env.insert("MAX_TEXT_CHARS".into(), "50".into());
+        env.insert("MAX_AUDIO_BYTES".into(), "100000".into());
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // Far larger than the socket buffers: the write completes only if the server reads.
+    let json = serde_json::json!({ "text": "x".repeat(8 << 20) }).to_string();
+    let multipart_body = {
+        let mut b = b"--XyZ\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"a.webm\"\r\nContent-Type: audio/webm\r\n\r\n".to_vec();
+        b.extend(std::iter::repeat_n(0u8, 8 << 20));
+        b.extend_from_slice(b"\r\n--XyZ--\r\n");
+        b
+    };
+    for (what, content_type, body) in [
+        ("json", "application/json", json.as_bytes()),
+        (
+            "multipart",
+            "multipart/form-data; boundary=XyZ",
+            &multipart_body[..],
+        ),
+    ] {
+        for chunked in [false, true] {
+            let length = if chunked {
+                "Transfer-Encoding: chunked".to_owned()
+            } else {
+                format!("Content-Length: {}", body.len())
+            };
+            let head = format!(
+                "POST /v1/submissions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n\
+                 {length}\r\nConnection: close\r\n\r\n"
+            );
+            let status = write_all_then_read(&addr, head, body, chunked).await;
+            assert!(
+                status.starts_with("HTTP/1.1 413"),
+                "{what}, chunked {chunked}: {status}"
+            );
+        }
+    }
+    app.stop().await;
+}
