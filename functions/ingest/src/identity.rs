@@ -75,6 +75,16 @@ impl<S: HasAuthenticator + Sync> FromRequestParts<S> for Identity {
                 }
             }
             &Authenticator::Anonymous { forwarded_hops } => {
+                // Anonymous means no token is needed, not that any token is accepted: a
+                // client that sends credentials this service cannot verify is told so, rather
+                // than believing it signed in.
+                if parts.headers.contains_key(http::header::AUTHORIZATION) {
+                    return Err(Error::Unauthenticated(
+                        "this station runs without sign-in (AUTH_MODE=anonymous) and cannot \
+                         verify the Authorization header; send the request without it"
+                            .into(),
+                    ));
+                }
                 let claimed = parts
                     .headers
                     .get("x-anonymous-id")

@@ -155,3 +155,48 @@ async fn tokens_are_verified() {
     assert_eq!(count, 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn anonymous_mode_refuses_a_token_it_cannot_verify() {
+    let app = spawn_app().await;
+    let accepted = app.post_text("hello without a token").await;
+    assert_eq!(accepted.status(), 202);
+    let id = accepted.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for auth in [
+        "Bearer not-a-token",
+        "Bearer eyJhbGciOiJub25lIn0.e30.",
+        "Basic YTpi",
+    ] {
+        let res = app
+            .submit("hello with a token")
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        let body = assert_problem(res, 401).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("without sign-in"),
+            "{body}"
+        );
+        let res = app
+            .client
+            .post(app.url("/v1/listen-token"))
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 401).await;
+        let res = app
+            .client
+            .get(app.url(&format!("/v1/submissions/{id}")))
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 401).await;
+    }
+    app.stop().await;
+}
