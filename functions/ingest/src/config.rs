@@ -64,6 +64,9 @@ pub struct Config {
     /// always-on process relays).
     pub run_relay: bool,
     pub livekit: Option<LiveKitConfig>,
+    /// `STREAM_URL`: the station's HTTP stream (the host-streamer's `/stream.ogg`), named to
+    /// callers of `/v1/listen-token` when LiveKit is not configured.
+    pub stream_url: Option<String>,
     pub shutdown_grace: Duration,
 }
 
@@ -122,6 +125,7 @@ impl Config {
             outbox,
             run_relay: env.flag_or("OUTBOX_RELAY", true)?,
             livekit: LiveKitConfig::from_env(env)?,
+            stream_url: env.optional("STREAM_URL")?,
             shutdown_grace: env.duration_or("SHUTDOWN_GRACE", Duration::from_secs(8))?,
         })
     }

@@ -28,6 +28,9 @@ pub enum Error {
     IdempotencyMismatch,
     #[error("rate limited")]
     RateLimited(Duration),
+    /// A feature this deployment does not offer: permanent, so no `Retry-After`.
+    #[error("not configured: {0}")]
+    NotConfigured(String),
     #[error(transparent)]
     Server(#[from] ServerError),
 }
@@ -99,6 +102,9 @@ impl Error {
             Error::RateLimited(wait) => {
                 Problem::new(S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
                     .retry_after(wait)
+            }
+            Error::NotConfigured(d) => {
+                Problem::new(S::NOT_IMPLEMENTED, "not-configured", "Not configured").detail(d)
             }
             Error::Server(e) => e.into_problem(),
         }

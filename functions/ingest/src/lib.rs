@@ -56,7 +56,7 @@ impl Application {
             }
         };
         if config.livekit.is_none() {
-            tracing::warn!("LiveKit is not configured (LIVEKIT_URL): /v1/listen-token answers 503");
+            tracing::warn!("LiveKit is not configured (LIVEKIT_URL): /v1/listen-token answers 501");
         }
         let outbox = Outbox::new(pool.clone(), bus.clone(), config.outbox.clone());
         let limits = Limits::new(config.rate_per_ip, config.rate_per_user);

@@ -8,7 +8,6 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::state::AppState;
-use shared::problem::ServerError;
 
 #[derive(Serialize)]
 pub struct ListenToken {
@@ -22,9 +21,17 @@ pub async fn issue(
     State(state): State<AppState>,
     identity: Identity,
 ) -> Result<Json<ListenToken>, Error> {
+    // Not a passing outage: this deployment has no room to join. Said once, for good.
     let lk = state.config.livekit.as_ref().ok_or_else(|| {
-        Error::from(ServerError::Unavailable(
-            "listening is not configured".into(),
+        let instead = match &state.config.stream_url {
+            Some(url) => format!("listen to the stream at {url} instead"),
+            None => "listen to the station's HTTP stream (/stream.ogg on the host-streamer) \
+                     instead"
+                .to_owned(),
+        };
+        Error::NotConfigured(format!(
+            "listening through LiveKit is not configured on this station (LIVEKIT_URL, \
+             LIVEKIT_API_KEY and LIVEKIT_API_SECRET are unset); {instead}"
         ))
     })?;
     // One user may listen from several tabs; LiveKit drops an earlier participant that

@@ -24,20 +24,40 @@ async fn listen_tokens_are_subscribe_only_for_the_station_room() {
     assert!(claims.sub.starts_with("listener:anon:"));
     assert!(claims.exp - claims.nbf <= 601);
     app.stop().await;
+}
 
-    let app = spawn_with(|env| {
-        for k in ["LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"] {
-            env.remove(k);
-        }
-    })
-    .await;
-    let res = app
-        .client
-        .post(app.url("/v1/listen-token"))
-        .send()
-        .await
-        .unwrap();
-    assert!(res.headers().contains_key("retry-after"));
-    assert_problem(res, 503).await;
-    app.stop().await;
+#[tokio::test]
+async fn without_livekit_a_listen_token_is_refused_for_good_naming_what_is_missing() {
+    for (stream_url, instead) in [
+        (None, "/stream.ogg"),
+        (
+            Some("https://radio24.example/stream.ogg"),
+            "https://radio24.example/stream.ogg",
+        ),
+    ] {
+        let app = spawn_with(|env| {
+            for k in ["LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"] {
+                env.remove(k);
+            }
+            if let Some(url) = stream_url {
+                env.insert("STREAM_URL".into(), url.into());
+            }
+        })
+        .await;
+        let res = app
+            .client
+            .post(app.url("/v1/listen-token"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !res.headers().contains_key("retry-after"),
+            "a permanent answer does not invite retries"
+        );
+        let body = assert_problem(res, 501).await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("LIVEKIT_URL"), "{detail}");
+        assert!(detail.contains(instead), "{detail}");
+        app.stop().await;
+    }
 }
