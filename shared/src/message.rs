@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::submission::repository::SubmissionRow;
 use crate::submission::{SubmissionId, SubmissionKind};
 use crate::telemetry::TraceContext;
 
@@ -78,6 +79,10 @@ pub enum DecodeError {
     Malformed(#[from] serde_json::Error),
     #[error("message schema {0} is newer than this build understands ({SCHEMA_VERSION})")]
     UnsupportedSchema(u32),
+    /// Well-formed JSON carrying junk (a channel id with a NUL, a broken traceparent): it
+    /// would fail the same way on every delivery.
+    #[error("message is not a valid submission event: {0}")]
+    Invalid(String),
 }
 
 impl SubmissionEvent {
@@ -99,19 +104,23 @@ impl SubmissionEvent {
         }
     }
 
-    /// The event the next stage publishes about the same submission, in the same trace.
-    pub fn follow_up(&self, next: Event) -> Self {
+    /// The event the next stage publishes about `row`, in the same trace. Channel and kind
+    /// come from the row, never from this message: an envelope points at a submission, the
+    /// row says what it is (a message naming another channel must not move it there).
+    pub fn follow_up(&self, next: Event, row: &SubmissionRow) -> Self {
+        if row.channel != self.channel_id || row.kind != self.kind {
+            tracing::warn!(
+                submission_id = %row.id,
+                envelope_channel = %self.channel_id,
+                channel = %row.channel,
+                "the message disagrees with the submission's row; the row is followed"
+            );
+        }
         let trace = self
             .traceparent
             .as_deref()
             .and_then(TraceContext::from_traceparent);
-        SubmissionEvent::new(
-            next,
-            self.submission_id,
-            &self.channel_id,
-            self.kind,
-            trace.as_ref(),
-        )
+        SubmissionEvent::new(next, row.id, &row.channel, row.kind, trace.as_ref())
     }
 
     /// Pub/Sub attributes: enough to route, filter and trace without parsing the body.
@@ -139,13 +148,66 @@ impl SubmissionEvent {
         if schema > SCHEMA_VERSION {
             return Err(DecodeError::UnsupportedSchema(schema));
         }
-        Ok(serde_json::from_slice(data)?)
+        let event: SubmissionEvent = serde_json::from_slice(data)?;
+        if !is_channel_id(&event.channel_id) {
+            return Err(DecodeError::Invalid(format!(
+                "channel_id {:?} is not a channel id",
+                event.channel_id.escape_debug().to_string()
+            )));
+        }
+        if let Some(tp) = &event.traceparent
+            && TraceContext::from_traceparent(tp).is_none()
+        {
+            return Err(DecodeError::Invalid(format!(
+                "traceparent {:?} is not a W3C traceparent",
+                tp.escape_debug().to_string()
+            )));
+        }
+        Ok(event)
     }
+}
+
+/// A channel id as the `channel` table allows it: `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn is_channel_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn junk_in_the_envelope_is_refused_at_decoding() {
+        let ev = SubmissionEvent::new(
+            Event::Embedded,
+            SubmissionId::new(),
+            "main",
+            SubmissionKind::Text,
+            None,
+        );
+        for (field, junk) in [
+            ("channel_id", json!("\u{0}")),
+            ("channel_id", json!("Main")),
+            ("channel_id", json!("")),
+            ("channel_id", json!("a".repeat(64))),
+            ("traceparent", json!("00-\u{0}")),
+        ] {
+            let mut v = ev.to_json();
+            v[field] = junk.clone();
+            let err = SubmissionEvent::decode(v.to_string().as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::Invalid(_)),
+                "{field} {junk}: {err}"
+            );
+        }
+        assert!(is_channel_id("main") && is_channel_id("jp-2") && !is_channel_id("-x"));
+    }
 
     #[test]
     fn round_trips_and_rejects_future_versions() {

@@ -104,6 +104,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>(
 /// Runs `work` on one push delivery: an unusable envelope or a message that is not a
 /// submission event is acknowledged as a permanent failure (it can never succeed), and work
 /// that overruns `deadline` answers `Retry` so Pub/Sub redelivers it.
+///
+/// The work runs in a task of its own: neither the deadline nor a push connection that
+/// closes early can drop it half-way through a transaction (whose pooled connection would
+/// go back still inside it). Work past the deadline finishes in the background; the
+/// redelivery finds it done.
 pub async fn deliver<F, Fut>(
     delivery: Result<PushMessage, EnvelopeError>,
     expected: Event,
@@ -112,7 +117,7 @@ pub async fn deliver<F, Fut>(
 ) -> PushOutcome
 where
     F: FnOnce(SubmissionEvent) -> Fut,
-    Fut: Future<Output = PushOutcome>,
+    Fut: Future<Output = PushOutcome> + Send + 'static,
 {
     let msg = match delivery {
         Ok(msg) => msg,
@@ -133,8 +138,10 @@ where
         }
     };
     let span = tracing::info_span!("stage", submission_id = %event.submission_id);
-    match tokio::time::timeout(deadline, work(event).instrument(span)).await {
-        Ok(outcome) => outcome,
+    let task = tokio::spawn(work(event).instrument(span));
+    match tokio::time::timeout(deadline, task).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => PushOutcome::Retry(format!("handler task failed: {e}")),
         Err(_) => PushOutcome::Retry(format!("handler deadline of {deadline:?} passed")),
     }
 }

@@ -22,9 +22,12 @@ pub async fn push(
     PushDelivery(delivery): PushDelivery,
 ) -> PushOutcome {
     let deadline = state.config.stage.deadline;
-    pipeline::deliver(delivery, Event::Ingested, deadline, |event| {
-        embed(&state, event)
-    })
+    pipeline::deliver(
+        delivery,
+        Event::Ingested,
+        deadline,
+        move |event| async move { embed(&state, event).await },
+    )
     .await
 }
 
@@ -134,7 +137,7 @@ async fn commit(
         tracing::info!(submission_id = %id, %original, similarity, "near-duplicate");
         return Ok(PushOutcome::Done);
     }
-    let next = event.follow_up(Event::Embedded);
+    let next = event.follow_up(Event::Embedded, sub);
     let pending = state
         .stage
         .outbox

@@ -18,9 +18,12 @@ pub async fn push(
     PushDelivery(delivery): PushDelivery,
 ) -> PushOutcome {
     let deadline = state.config.stage.deadline;
-    pipeline::deliver(delivery, Event::Embedded, deadline, |event| {
-        moderate(&state, event)
-    })
+    pipeline::deliver(
+        delivery,
+        Event::Embedded,
+        deadline,
+        move |event| async move { moderate(&state, event).await },
+    )
     .await
 }
 
@@ -66,7 +69,7 @@ async fn moderate(state: &AppState, event: SubmissionEvent) -> PushOutcome {
         id,
         Status::Embedded,
         &record,
-        event.follow_up(Event::Ready),
+        event.follow_up(Event::Ready, &sub),
     )
     .await
     {

@@ -72,17 +72,35 @@ pub async fn create(
     }
     let id = SubmissionId::new();
     let stored = store(&state, id, payload).await?;
-    let trace_id = ctx.trace.trace_id();
-    let new = NewSubmission {
-        id,
-        channel: &state.config.channel_id,
-        user: &identity.user,
-        content: stored.content(),
-        idempotency_key: key.as_ref(),
-        request_hash: fingerprint.as_bytes(),
-        trace_id: &trace_id,
-    };
-    match ingest(&state, &ctx, &new).await? {
+    // The commit and its message run to their end whatever the client does: a client that
+    // hangs up drops this handler, and a transaction dropped half-way would hand its pooled
+    // connection, still inside it, to the next request. In a task of its own it cannot be
+    // dropped half-way.
+    let committed = tokio::spawn({
+        let (state, ctx, user, key) = (
+            state.clone(),
+            ctx.clone(),
+            identity.user.clone(),
+            key.clone(),
+        );
+        let request_hash = fingerprint.as_bytes().to_vec();
+        async move {
+            let trace_id = ctx.trace.trace_id();
+            let new = NewSubmission {
+                id,
+                channel: &state.config.channel_id,
+                user: &user,
+                content: stored.content(),
+                idempotency_key: key.as_ref(),
+                request_hash: &request_hash,
+                trace_id: &trace_id,
+            };
+            ingest(&state, &ctx, &new).await
+        }
+    })
+    .await
+    .map_err(|e| Error::from(anyhow::anyhow!("the ingest task failed: {e}")))?;
+    match committed? {
         Some(view) => Ok(accepted(view, false)),
         // A concurrent request with the same key committed first: answer as it was answered.
         None => {

@@ -5,6 +5,7 @@ mod helpers;
 
 mod audio;
 mod auth;
+mod cancellation;
 mod crash;
 mod fuzz;
 mod idempotency;
