@@ -2,6 +2,7 @@
 //! (those are the `media` and `models` crates). Each concept lives in one module.
 
 pub mod auth;
+pub mod body;
 pub mod bus;
 pub mod config;
 pub mod db;
@@ -19,4 +20,5 @@ pub mod push;
 pub mod retry;
 pub mod store;
 pub mod submission;
+pub mod sweeper;
 pub mod telemetry;

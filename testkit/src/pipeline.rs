@@ -333,7 +333,7 @@ impl Launch {
             }
             "host-streamer" => {
                 // ingest already relays the outbox here.
-                cmd.env("OUTBOX_RELAY", "off");
+                cmd.env("OUTBOX_RELAY", "off").env("OPERATOR_AUTH", "off");
             }
             _ => {}
         }

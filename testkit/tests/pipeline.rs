@@ -187,6 +187,71 @@ async fn text_and_audio_reach_ready_with_local_providers() {
             .is_err(),
         "a redelivery published a second ready message"
     );
+
+    // Junk in an envelope: a channel id with a NUL (Postgres cannot store it in the outbox)
+    // is acknowledged as a permanent failure at once, not answered 503 forever; a message
+    // naming another channel moves the submission on its own channel, never to the other.
+    let waiting = |text: &str| {
+        let id = uuid::Uuid::now_v7();
+        let db = p.db.clone();
+        let text = text.to_owned();
+        async move {
+            sqlx::query(
+                "INSERT INTO submission (id, channel_id, user_id, kind, text, status, embedded_at) \
+                 VALUES ($1, 'main', 'anon:test', 'text', $2, 'embedded', now())",
+            )
+            .bind(id)
+            .bind(text)
+            .execute(&db)
+            .await
+            .unwrap();
+            id
+        }
+    };
+    let push_embedded = |id: uuid::Uuid, channel: &str| {
+        let mut event = SubmissionEvent::new(
+            Event::Embedded,
+            shared::submission::SubmissionId(id),
+            "main",
+            shared::submission::SubmissionKind::Text,
+            None,
+        )
+        .to_json();
+        event["channel_id"] = json!(channel);
+        let body = json!({
+            "message": {
+                "data": base64_encode(event.to_string().as_bytes()),
+                "messageId": format!("junk-{id}"),
+                "publishTime": "2026-11-22T00:00:00Z",
+            },
+            "subscription": "projects/radio24-local/subscriptions/moderate",
+        });
+        client
+            .post(format!("{}/push", p.moderate_url))
+            .json(&body)
+            .send()
+    };
+    let nul = waiting("a message whose envelope carries a NUL").await;
+    assert_eq!(push_embedded(nul, "\u{0}").await.unwrap().status(), 204);
+    assert_eq!(status(&p, nul).await, "embedded", "junk changes nothing");
+    let elsewhere = waiting("a message whose envelope names another channel").await;
+    assert_eq!(
+        push_embedded(elsewhere, "other").await.unwrap().status(),
+        204
+    );
+    assert_eq!(status(&p, elsewhere).await, "approved");
+    let msg = tokio::time::timeout(Duration::from_secs(30), ready.next())
+        .await
+        .expect("a ready message")
+        .unwrap()
+        .unwrap();
+    let ev = SubmissionEvent::decode(&msg.data).unwrap();
+    msg.ack();
+    assert_eq!(
+        (ev.submission_id.0, ev.channel_id.as_str()),
+        (elsewhere, "main"),
+        "the ready message follows the row's channel"
+    );
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
@@ -336,6 +401,76 @@ async fn operators_review_held_submissions() {
     );
     let list = held_list(&p).await;
     assert_eq!(list["items"], json!([]));
+
+    // Revoking: the approved one airs (as the streamer would mark it), is quoted by the DJ
+    // beside a related message, then an operator revokes it and it is never quoted again.
+    let other = post_text(&p, "Some nights I play something hopeful on the radio").await;
+    await_ready(&p, &mut ready, &[other], Duration::from_secs(30)).await;
+    sqlx::query("UPDATE submission SET status = 'aired', aired_at = now() WHERE id = ANY($1)")
+        .bind(vec![held, other])
+        .execute(&p.db)
+        .await
+        .unwrap();
+    let quoted = |of: uuid::Uuid| {
+        shared::submission::repository::aired_near(
+            &p.db,
+            shared::submission::SubmissionId(of),
+            "main",
+            5,
+        )
+    };
+    assert_eq!(quoted(other).await.unwrap().len(), 1, "the DJ may quote it");
+    let revoke = |id: uuid::Uuid, body: Value| {
+        client
+            .post(format!("{}/v1/submissions/{id}/revoke", p.moderate_url))
+            .json(&body)
+            .send()
+    };
+    let res = revoke(held, json!({"note": "a listener recognised the caller"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "rejected");
+    assert_eq!(status(&p, held).await, "rejected");
+    assert_eq!(
+        quoted(other).await.unwrap(),
+        Vec::<String>::new(),
+        "never quoted again"
+    );
+    let (outcome, by, note): (String, String, Option<String>) = sqlx::query_as(
+        "SELECT outcome, decided_by, note FROM moderation_result \
+         WHERE submission_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(held)
+    .fetch_one(&p.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (outcome.as_str(), by.as_str(), note.as_deref()),
+        (
+            "rejected",
+            "operator:local",
+            Some("a listener recognised the caller")
+        )
+    );
+    // Twice, a rejected one, an unknown id, an unknown field.
+    assert_eq!(revoke(held, json!({})).await.unwrap().status(), 409);
+    assert_eq!(revoke(held_too, json!({})).await.unwrap().status(), 409);
+    assert_eq!(
+        revoke(uuid::Uuid::new_v4(), json!({}))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        revoke(other, json!({"reason": "x"}))
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
 }
 
 #[tokio::test]
@@ -403,4 +538,125 @@ async fn a_failing_provider_dead_letters_and_the_replay_finishes_the_work() {
             .await
             .unwrap();
     assert_eq!(by, "openai:omni-moderation-latest");
+}
+
+/// The statuses a submission rests in once the pipeline is done with it (without a
+/// streamer, `approved` is where it waits to be played).
+const DECIDED: [&str; 5] = ["approved", "held", "rejected", "duplicate", "failed"];
+
+#[tokio::test]
+async fn submissions_stranded_by_an_outage_are_announced_again_until_each_is_decided() {
+    let mut options = PipelineOptions::default();
+    for var in ["RATE_LIMIT_PER_IP", "RATE_LIMIT_PER_USER"] {
+        options.env.push(("ingest", var.into(), "off".into()));
+    }
+    let p = start(options).await;
+
+    // Messages lost for good after their outbox rows were deleted: one waiting at each
+    // stage, as the streamer-side sweeper finds them.
+    let mut orphans = Vec::new();
+    for (status, words) in [
+        (
+            "ingested",
+            "an orphan the embed stage never heard of, about jazz",
+        ),
+        (
+            "embedded",
+            "an orphan the moderate stage never heard of, about rain",
+        ),
+        (
+            "approved",
+            "an orphan the streamer never heard of, about trains",
+        ),
+    ] {
+        let id = uuid::Uuid::now_v7();
+        // Each stage's time stamp up to its status, an hour ago.
+        sqlx::query(
+            "INSERT INTO submission (id, channel_id, user_id, kind, text, status, ingested_at, \
+             embedded_at, approved_at) VALUES ($1, 'main', 'anon:orphan', 'text', $2, $3, \
+             now() - interval '1 hour', \
+             CASE WHEN $3 <> 'ingested' THEN now() - interval '1 hour' END, \
+             CASE WHEN $3 = 'approved' THEN now() - interval '1 hour' END)",
+        )
+        .bind(id)
+        .bind(words)
+        .bind(status)
+        .execute(&p.db)
+        .await
+        .unwrap();
+        orphans.push(id);
+    }
+
+    // And an outage: the embed stage hangs for 14 s while listeners keep writing.
+    const OUTAGE: Duration = Duration::from_secs(14);
+    p.embed.freeze();
+    let posts = (0..300).map(|i| {
+        let p = &p;
+        async move {
+            post_text(
+                p,
+                &format!("Message {i} for the request hour: song number {i}, please"),
+            )
+            .await
+        }
+    });
+    let mut accepted = futures::future::join_all(posts).await;
+    // The outage is the scenario, not a synchronisation: its length is what is tested.
+    tokio::time::sleep(OUTAGE).await;
+    p.embed.thaw();
+
+    let sweeper = shared::sweeper::Sweeper::new(
+        p.db.clone(),
+        shared::outbox::Outbox::new(p.db.clone(), p.bus.clone(), Default::default()),
+        shared::sweeper::SweeperConfig {
+            after: Duration::from_secs(3),
+            interval: Duration::from_millis(500),
+            batch: 500,
+            ingested_topic: p.topics.ingested.clone(),
+            embedded_topic: p.topics.embedded.clone(),
+            ready_topic: p.topics.ready.clone(),
+        },
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let announced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sweeping = tokio::spawn(sweeper.run(stop.clone(), {
+        let announced = announced.clone();
+        move |n| {
+            announced.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }));
+
+    accepted.extend(orphans.iter().copied());
+    let undecided = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM submission WHERE id = ANY($1) AND NOT (status = ANY($2))",
+        )
+        .bind(&accepted)
+        .bind(&DECIDED[..])
+        .fetch_one(&p.db)
+        .await
+        .unwrap()
+    };
+    let done = wait_until(
+        "every accepted submission decided",
+        Duration::from_secs(240),
+        || async { undecided().await == 0 },
+    )
+    .await;
+    stop.cancel();
+    sweeping.await.unwrap();
+    if done.is_err() {
+        panic!(
+            "{} of {} submissions still undecided\n{}",
+            undecided().await,
+            accepted.len(),
+            p.log_tails(30)
+        );
+    }
+    let announced = announced.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "outage of {OUTAGE:?}: {} submissions decided, {announced} re-announced",
+        accepted.len()
+    );
+    assert!(announced >= orphans.len() as u64, "{announced}");
 }

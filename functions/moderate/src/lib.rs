@@ -36,6 +36,7 @@ pub async fn build(config: Config) -> anyhow::Result<(tokio::net::TcpListener, R
     let router = shared::pipeline::routes(post(handler::push))
         .route("/v1/held", get(review::list))
         .route("/v1/held/{id}/decision", post(review::decide))
+        .route("/v1/submissions/{id}/revoke", post(review::revoke))
         .with_state(state.clone());
     Ok((listener, shared::http::finish_router(router), state))
 }

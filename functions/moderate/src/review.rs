@@ -1,6 +1,8 @@
 //! The operator's review queue: `GET /v1/held` lists held submissions (oldest first) with
 //! the scores that held them; `POST /v1/held/{id}/decision` approves or rejects one. An
 //! approval publishes `submission-ready`; either is recorded with the operator's identity.
+//! `POST /v1/submissions/{id}/revoke` rejects what was approved, queued, on air or aired: it
+//! is not played if it has not been, and the DJ never quotes it again.
 
 use axum::Extension;
 use axum::Json;
@@ -118,31 +120,12 @@ pub async fn decide(
             )));
         }
     };
-    let note = body
-        .note
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty());
-    if note
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
-    {
-        return Err(Error::Unprocessable(format!(
-            "note is longer than {MAX_NOTE_CHARS} characters"
-        )));
-    }
+    let note = note(body.note)?;
     let sub = repository::load(&state.stage.pool, id)
         .await?
         .ok_or(Error::NotFound)?;
     // The operator decides on the scores that held it; they are kept with the decision.
-    let last = sqlx::query!(
-        "SELECT flagged, categories, scores FROM moderation_result \
-         WHERE submission_id = $1 ORDER BY created_at DESC LIMIT 1",
-        id.0,
-    )
-    .fetch_optional(&state.stage.pool)
-    .await?
-    .map(|r| (r.flagged, r.categories, r.scores));
-    let (flagged, categories, scores) = last.unwrap_or_default();
+    let (flagged, categories, scores) = last_scores(&state, id).await?;
     let record = DecisionRecord {
         decision,
         decided_by: operator.clone(),
@@ -163,5 +146,97 @@ pub async fn decide(
             Status::Held => format!("submission {id} was decided meanwhile"),
             status => format!("submission {id} is {status}"),
         })),
+    }
+}
+
+/// An operator's note: trimmed, empty is none, at most [`MAX_NOTE_CHARS`].
+fn note(note: Option<String>) -> Result<Option<String>, Error> {
+    let note = note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+    {
+        return Err(Error::Unprocessable(format!(
+            "note is longer than {MAX_NOTE_CHARS} characters"
+        )));
+    }
+    Ok(note)
+}
+
+/// The scores of the last decision about `id`, kept with the next one.
+async fn last_scores(
+    state: &AppState,
+    id: SubmissionId,
+) -> Result<(bool, serde_json::Value, serde_json::Value), Error> {
+    let last = sqlx::query!(
+        "SELECT flagged, categories, scores FROM moderation_result \
+         WHERE submission_id = $1 ORDER BY created_at DESC LIMIT 1",
+        id.0,
+    )
+    .fetch_optional(&state.stage.pool)
+    .await?
+    .map(|r| (r.flagged, r.categories, r.scores));
+    Ok(last.unwrap_or_default())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /v1/submissions/{id}/revoke`: rejects an approved submission wherever it is on its
+/// way to the air or after it.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Operator(operator): Operator,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+    body: Result<Json<RevokeRequest>, JsonRejection>,
+) -> Result<Json<DecisionResponse>, Error> {
+    let id = id
+        .parse::<uuid::Uuid>()
+        .map(SubmissionId)
+        .map_err(|_| Error::NotFound)?;
+    let Json(body) = body.map_err(|e| match e {
+        JsonRejection::JsonDataError(e) => Error::Unprocessable(e.body_text()),
+        e => Error::BadRequest(e.body_text()),
+    })?;
+    let note = note(body.note)?;
+    let sub = repository::load(&state.stage.pool, id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    if !sub.status.can_become(Status::Rejected) || sub.status == Status::Held {
+        return Err(Error::Conflict(format!(
+            "submission {id} is {}: only an approved, queued, on-air or aired submission can be \
+             revoked (a held one is decided at /v1/held/{id}/decision)",
+            sub.status
+        )));
+    }
+    let (flagged, categories, scores) = last_scores(&state, id).await?;
+    let record = DecisionRecord {
+        decision: Decision::Rejected,
+        decided_by: operator.clone(),
+        flagged,
+        categories,
+        scores,
+        triggered: Vec::new(),
+        note,
+    };
+    // Never sent: a rejection publishes nothing.
+    let unused = SubmissionEvent::new(Event::Ready, id, &sub.channel, sub.kind, Some(&ctx.trace));
+    match decision::apply(&state, id, sub.status, &record, unused).await? {
+        Transition::Applied => {
+            tracing::warn!(submission_id = %id, was = %sub.status, %operator, "submission revoked");
+            Ok(Json(DecisionResponse {
+                id,
+                status: Decision::Rejected.as_str(),
+                decided_by: operator,
+            }))
+        }
+        Transition::NotApplicable => Err(Error::Conflict(format!(
+            "submission {id} changed meanwhile; look again"
+        ))),
     }
 }

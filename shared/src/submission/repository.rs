@@ -324,9 +324,18 @@ pub struct Queued {
     pub text: Option<String>,
     pub transcript: Option<String>,
     pub audio_path: Option<String>,
+    /// Who approved it last: `operator:<email>` when a person let it through as it is.
+    pub approved_by: Option<String>,
 }
 
 impl Queued {
+    /// Whether an operator approved its words as they are (personal data included).
+    pub fn operator_approved(&self) -> bool {
+        self.approved_by
+            .as_deref()
+            .is_some_and(|by| by.starts_with("operator:"))
+    }
+
     /// What the listener said: their text, or the transcript of their recording.
     pub fn words(&self) -> &str {
         self.text
@@ -348,21 +357,24 @@ pub async fn take_next(
            WHERE id = (SELECT id FROM submission WHERE channel_id = $1 AND status = 'queued'
                        ORDER BY queued_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
            RETURNING id AS "id: SubmissionId", kind AS "kind: SubmissionKind", text,
-                     transcript, audio_path"#,
+                     transcript, audio_path,
+                     (SELECT decided_by FROM moderation_result
+                      WHERE submission_id = submission.id AND outcome = 'approved'
+                      ORDER BY created_at DESC, id DESC LIMIT 1) AS approved_by"#,
         channel,
     )
     .fetch_optional(exec)
     .await
 }
 
-/// Queues again what a previous run of the director left on air (`on_air -> queued`).
+/// Queues again what a previous run of the director left on air (`on_air -> queued`), in the
+/// place it had: `queued_at` is kept, so it plays next, from the start.
 pub async fn requeue_interrupted(
     exec: impl PgExecutor<'_>,
     channel: &str,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
-        "UPDATE submission SET status = 'queued', queued_at = now() \
-         WHERE channel_id = $1 AND status = 'on_air'",
+        "UPDATE submission SET status = 'queued' WHERE channel_id = $1 AND status = 'on_air'",
         channel,
     )
     .execute(exec)
@@ -433,4 +445,42 @@ pub async fn aired_near(
     };
     tx.commit().await?;
     Ok(words)
+}
+
+/// A submission waiting between two stages for longer than it should.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stuck {
+    pub id: SubmissionId,
+    pub channel: String,
+    pub kind: SubmissionKind,
+    pub status: Status,
+}
+
+/// Up to `limit` submissions in `ingested`, `embedded` or `approved` whose status (or the
+/// sweeper's last announcement of it) is older than `age`, oldest first; each is locked
+/// (`FOR UPDATE SKIP LOCKED`) and stamped as announced now, in the caller's transaction.
+pub async fn claim_stuck(
+    conn: &mut sqlx::PgConnection,
+    age: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<Stuck>, sqlx::Error> {
+    sqlx::query_as!(
+        Stuck,
+        r#"UPDATE submission s SET announced_at = now()
+           FROM (SELECT id FROM submission
+                 WHERE status IN ('ingested', 'embedded', 'approved')
+                   AND GREATEST(announced_at,
+                                CASE status WHEN 'ingested' THEN ingested_at
+                                            WHEN 'embedded' THEN embedded_at
+                                            ELSE approved_at END)
+                       < now() - make_interval(secs => $1)
+                 ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+           WHERE s.id = due.id
+           RETURNING s.id AS "id: SubmissionId", s.channel_id AS channel,
+                     s.kind AS "kind: SubmissionKind", s.status AS "status: Status""#,
+        age.as_secs_f64(),
+        limit,
+    )
+    .fetch_all(conn)
+    .await
 }

@@ -80,10 +80,13 @@ impl Status {
     }
 
     /// Whether the machine allows `self -> to`. `failed` is reachable from any
-    /// non-terminal status.
+    /// non-terminal status, and `rejected` from any approved one (an operator revokes it).
     pub fn can_become(self, to: Status) -> bool {
         use Status::*;
         match (self, to) {
+            // An operator revokes what was approved, even once aired: it is never played or
+            // quoted again.
+            (Approved | Queued | OnAir | Aired, Rejected) => true,
             (Aired | Rejected | Duplicate | Failed, _) => false,
             (_, Failed) => true,
             (Received, Ingested) | (Ingested, Embedded) => true,
@@ -126,6 +129,9 @@ mod tests {
         assert!(OnAir.can_become(Aired));
         assert!(Queued.can_become(Failed));
         assert!(!Aired.can_become(Failed));
+        assert!(Aired.can_become(Rejected), "an operator revokes it");
+        assert!(Queued.can_become(Rejected));
+        assert!(!Rejected.can_become(Approved));
         assert!(!Ingested.can_become(Approved));
         for s in Status::ALL {
             assert_eq!(Status::parse(s.as_str()), Some(s));
