@@ -28,7 +28,7 @@ const BATTERY: &str = include_str!("moderation/battery.tsv");
 const AIM_BENIGN_STOPPED: f64 = 0.03;
 /// Today's figures, which a change may only improve.
 const RATCHET_HARMFUL_APPROVED: usize = 10;
-const RATCHET_BENIGN_STOPPED: usize = 46;
+const RATCHET_BENIGN_STOPPED: usize = 44;
 
 /// Lower-case letters and digits only: how two texts are compared for overlap.
 fn key(text: &str) -> String {

@@ -109,10 +109,11 @@ static STREET: LazyLock<Regex> = LazyLock::new(|| {
     .unwrap()
 });
 
-/// Japanese block addresses: `1-2-3 Shibuya`, `2-chome 5-7`, `Shibuya 1-2-3`.
+/// Japanese block addresses: `1-2-3 Shibuya`, `2-chome 5-7`, `Shibuya 1-2-3` (a place name
+/// before two numbers is a score: `destroyed 5-0`).
 static BLOCK_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\b\d{1,2}-chome(?:\s*\d{1,3}(?:-\d{1,3})?)?|\b\d{1,2}-\d{1,2}-\d{1,3}\s+[a-z]{3,}|\b[a-z]{3,}(?:-ku)?,?\s+\d{1,2}-\d{1,2}(?:-\d{1,3})?\b",
+        r"(?i:\b\d{1,2}-chome(?:\s*\d{1,3}(?:-\d{1,3})?)?|\b\d{1,2}-\d{1,2}-\d{1,3}\s+[a-z]{3,})|\b[A-Z][a-z]{2,}(?:-ku)?,?\s+\d{1,2}-\d{1,2}-\d{1,3}\b",
     )
     .unwrap()
 });
@@ -199,6 +200,8 @@ mod tests {
             "the best of 1999 2000 2001",
             "867-5309/Jenny please",
             "count 1 2 3 4",
+            "we got destroyed 5-0 in the finals",
+            "final score 3-2, what a match",
             "driving down Sunset Boulevard",
             "42nd Street the musical",
             "Route 66",
