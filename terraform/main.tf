@@ -262,6 +262,9 @@ module "host_streamer" {
   public              = false
   subnetwork_id       = module.network.subnetwork_id
   deletion_protection = var.deletion_protection
+  # Operators call POST /v1/dump with a Google ID token for the operator audience.
+  custom_audiences = [local.operator_audience]
+  invokers         = [for e in var.operator_emails : "user:${e}"]
   # Exactly one instance, CPU always allocated: it is the station's clock.
   always_on     = true
   min_instances = 1
@@ -283,6 +286,14 @@ module "host_streamer" {
     OUTBOX_RELAY           = "true"
     LIVEKIT_URL            = var.livekit_url
     LIVEKIT_ROOM           = var.livekit_room
+    # The sweeper re-announces submissions stuck between stages on their topics.
+    TOPIC_SUBMISSION_INGESTED = local.topics.ingested
+    TOPIC_SUBMISSION_EMBEDDED = local.topics.embedded
+    # The DJ's own words are moderated like listeners'; operators may dump the delay.
+    MODERATION_PROVIDER = "openai"
+    OPERATOR_AUTH       = "oidc"
+    OPERATOR_AUDIENCE   = local.operator_audience
+    OPERATOR_EMAILS     = join(",", var.operator_emails)
   })
   secret_env = {
     DATABASE_URL       = module.database.url_secret_id

@@ -7,12 +7,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use shared::bus::{Bus, SubscriptionSpec};
+use shared::operator::{HasOperatorAuth, Operator, OperatorAuth};
 use shared::problem::Problem;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
@@ -30,8 +32,12 @@ use crate::output::Outputs;
 use crate::program::Program;
 use crate::voice::chain::VoiceChain;
 use crate::voice::local::LocalVoice;
+use crate::voice::realtime::Dump;
+use crate::voice::screen::Screen;
 use crate::voice::{RealtimeVoice, RestVoice, Voice};
+use models::moderation::{LocalModerator, Moderator, OpenAiModerator};
 use models::openai::OpenAiClient;
+use models::provider::Provider;
 
 /// How long Pub/Sub waits for an ack before redelivering a ready message: a claim is one
 /// short transaction.
@@ -45,6 +51,26 @@ struct AppState {
     metrics: Arc<Metrics>,
     /// Frames counted at the last readiness probe, to see the air thread advance.
     last_probe: Arc<std::sync::Mutex<(Instant, u64)>>,
+    /// The operator's button that cuts what the live voice holds in its broadcast delay.
+    dump: Arc<Dump>,
+    operators: Arc<OperatorAuth>,
+}
+
+impl HasOperatorAuth for AppState {
+    fn operator_auth(&self) -> &OperatorAuth {
+        &self.operators
+    }
+}
+
+/// `POST /v1/dump`: an operator cuts whatever the live voice holds in its broadcast delay
+/// (a safe line airs instead). Says whether anything was held.
+async fn press_dump(
+    State(state): State<AppState>,
+    Operator(operator): Operator,
+) -> Json<serde_json::Value> {
+    let cut = state.dump.press();
+    tracing::warn!(%operator, cut, "dump pressed");
+    Json(serde_json::json!({ "cut": cut, "by": operator }))
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -75,7 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let (engine, now_playing) = match config.program {
+    let (engine, now_playing, dump) = match config.program {
         Program::Station => {
             start_director(&config, &pool, &bus, &metrics, recording, &stop, &mut tasks).await?
         }
@@ -83,7 +109,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!("PROGRAM=lineup: the line-up tone is on air, not the station");
             let tone = NowPlaying::new("LINEUP", "tone", Some(LINEUP_TITLE.to_owned()));
             let (_, now_playing) = watch::channel(tone);
-            (crate::program::build_lineup(&config.audio), now_playing)
+            let nothing_to_dump = Arc::new(Dump::default());
+            (
+                crate::program::build_lineup(&config.audio),
+                now_playing,
+                nothing_to_dump,
+            )
         }
     };
     let outputs = match config.livekit.clone() {
@@ -96,12 +127,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => outputs,
     };
     let air = AirThread::spawn(engine, outputs, metrics.clone());
-    if let Some(relay) = config.outbox_relay.clone() {
-        let outbox = shared::outbox::Outbox::new(pool.clone(), bus.clone(), relay);
-        tasks.spawn(outbox.run_relay(stop.clone()));
+    let outbox = shared::outbox::Outbox::new(
+        pool.clone(),
+        bus.clone(),
+        config.outbox_relay.clone().unwrap_or_default(),
+    );
+    if config.outbox_relay.is_some() {
+        tasks.spawn(outbox.clone().run_relay(stop.clone()));
     }
+    // The always-on process also re-announces submissions stuck between stages.
+    let sweeper = shared::sweeper::Sweeper::new(pool.clone(), outbox, config.sweeper.clone());
+    tasks.spawn({
+        let metrics = metrics.clone();
+        sweeper.run(stop.clone(), move |n| {
+            Metrics::add(&metrics.submissions_reannounced, n)
+        })
+    });
 
     let state = AppState {
+        dump,
+        operators: Arc::new(config.operators.clone()),
         pool: pool.clone(),
         metrics: metrics.clone(),
         last_probe: Arc::new(std::sync::Mutex::new((Instant::now(), 0))),
@@ -110,6 +155,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .route("/healthz", get(shared::http::healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/v1/dump", post(press_dump))
         .with_state(state)
         .merge(stream_routes);
     let listener = shared::process::bind(config.host, config.port).await?;
@@ -153,8 +199,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// The station's program: opens the uploads store and the library, builds the voice chain,
-/// spawns the director and the ready-queue puller; returns the engine they feed and what
-/// is on air. (The line-up tone needs none of it.)
+/// spawns the director and the ready-queue puller; returns the engine they feed, what is on
+/// air, and the dump button of the live voice. (The line-up tone needs none of it.)
 async fn start_director(
     config: &Config,
     pool: &PgPool,
@@ -163,7 +209,7 @@ async fn start_director(
     recording: RecordingPath,
     stop: &CancellationToken,
     tasks: &mut JoinSet<()>,
-) -> anyhow::Result<(Engine, watch::Receiver<NowPlaying>)> {
+) -> anyhow::Result<(Engine, watch::Receiver<NowPlaying>, Arc<Dump>)> {
     let gcs = config.gcs_endpoint.as_deref();
     let uploads = shared::store::open(&config.uploads_url, gcs)
         .await
@@ -179,7 +225,12 @@ async fn start_director(
         }
         None => None,
     };
-    let voices = Arc::new(VoiceChain::new(voices(config, metrics), metrics.clone()));
+    // The operator's dump button, for the live voice's broadcast delay.
+    let dump = Arc::new(Dump::default());
+    let voices = Arc::new(VoiceChain::new(
+        voices(config, metrics, &dump),
+        metrics.clone(),
+    ));
     tracing::info!(voices = ?voices.names(), "DJ voice chain");
     let (engine, feeds) = crate::program::build(&config.audio);
     let claimed = Arc::new(Notify::new());
@@ -211,10 +262,24 @@ async fn start_director(
         stop.clone(),
         claimed,
     ));
-    Ok((engine, now_playing))
+    Ok((engine, now_playing, dump))
 }
 
-fn voices(config: &Config, metrics: &Arc<Metrics>) -> Vec<Arc<dyn Voice>> {
+fn voices(config: &Config, metrics: &Arc<Metrics>, dump: &Arc<Dump>) -> Vec<Arc<dyn Voice>> {
+    // Every line the REST and template voices speak is moderated first, by the station's
+    // moderation provider and policy.
+    let moderator: Arc<dyn Moderator> = match config.moderation {
+        Provider::Local => Arc::new(LocalModerator::new()),
+        Provider::OpenAi => match &config.openai {
+            Some(openai) => Arc::new(OpenAiModerator::new(OpenAiClient::new(openai.clone()))),
+            None => Arc::new(LocalModerator::new()),
+        },
+    };
+    let screen = Arc::new(Screen::new(
+        moderator,
+        config.moderation_policy.clone(),
+        metrics.clone(),
+    ));
     // `Config` only lists the OpenAI voices when a key is set.
     config
         .voices
@@ -224,12 +289,17 @@ fn voices(config: &Config, metrics: &Arc<Metrics>) -> Vec<Arc<dyn Voice>> {
                 VoiceKind::Realtime => Arc::new(RealtimeVoice::new(
                     config.realtime.clone()?,
                     metrics.clone(),
+                    screen.clone(),
+                    dump.clone(),
                 )),
                 VoiceKind::Rest => Arc::new(RestVoice::new(
                     OpenAiClient::new(config.openai.clone()?),
                     config.rest.clone(),
+                    screen.clone(),
                 )),
-                VoiceKind::Local => Arc::new(LocalVoice::new(config.local_voice.clone())),
+                VoiceKind::Local => {
+                    Arc::new(LocalVoice::new(config.local_voice.clone(), screen.clone()))
+                }
             })
         })
         .collect()

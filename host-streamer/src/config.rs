@@ -3,12 +3,16 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use models::moderation::Policy;
 use models::openai::OpenAiConfig;
+use models::provider::Provider;
 use shared::bus::BusConfig;
 use shared::config::{ConfigError, Env};
 use shared::db::DbConfig;
 use shared::message::Event;
+use shared::operator::OperatorAuth;
 use shared::outbox::RelayConfig;
+use shared::sweeper::SweeperConfig;
 
 use crate::livekit::PublisherConfig;
 use crate::output::OutputConfig;
@@ -62,6 +66,11 @@ pub struct Config {
     pub voices: Vec<VoiceKind>,
     pub local_voice: LocalVoiceConfig,
     pub openai: Option<OpenAiConfig>,
+    /// `MODERATION_PROVIDER`: who moderates the DJ's own lines before they are spoken.
+    pub moderation: Provider,
+    /// `MODERATION_THRESHOLDS`: the policy those lines must pass (anything but an approval
+    /// is replaced by a safe line).
+    pub moderation_policy: Policy,
     /// `OPENAI_REALTIME_*`, `REALTIME_*`, `DJ_VOICE_NAME`, `DJ_PERSONA`; with a key only.
     pub realtime: Option<RealtimeConfig>,
     /// `OPENAI_CHAT_MODEL`, `OPENAI_TTS_MODEL`, `OPENAI_SPEECH_STALL_TIMEOUT`.
@@ -78,6 +87,10 @@ pub struct Config {
     /// `OUTBOX_RELAY`: this always-on process also publishes what request-billed services
     /// left in the outbox.
     pub outbox_relay: Option<RelayConfig>,
+    /// `OPERATOR_*`: who may press the dump button (`POST /v1/dump`).
+    pub operators: OperatorAuth,
+    /// `SWEEP_AFTER`, `SWEEP_INTERVAL`: re-announcing submissions stuck between stages.
+    pub sweeper: SweeperConfig,
     /// `SHUTDOWN_GRACE`: how long the recorder and tasks get to finish after SIGTERM.
     pub shutdown_grace: Duration,
 }
@@ -109,6 +122,8 @@ impl Config {
             local_voice: LocalVoiceConfig::from_env(env)?,
             realtime: RealtimeConfig::from_env(env)?,
             rest: RestConfig::from_env(env)?,
+            moderation: Provider::from_env(env, "MODERATION_PROVIDER", openai.as_ref())?,
+            moderation_policy: Policy::from_env(env)?,
             openai,
             talk_interval: env.duration_or("DJ_TALK_INTERVAL", Duration::from_secs(180))?,
             audio: AudioConfig::from_env(env)?,
@@ -123,6 +138,8 @@ impl Config {
             } else {
                 None
             },
+            operators: OperatorAuth::from_env(env)?,
+            sweeper: SweeperConfig::from_env(env)?,
             shutdown_grace: env.duration_or("SHUTDOWN_GRACE", Duration::from_secs(8))?,
             channel,
         })

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub realtime_session_started: AtomicI64,
     /// Cues a voice failed to speak, so the next voice in the chain spoke them.
     pub voice_failures: AtomicU64,
+    /// Lines of the DJ that failed moderation and were replaced by a safe line.
+    pub dj_lines_replaced: AtomicU64,
+    /// Submissions the sweeper announced again after they waited too long between stages.
+    pub submissions_reannounced: AtomicU64,
     /// Listeners connected to the local HTTP stream.
     pub listeners: AtomicI64,
     /// Recording segments written to object storage.
@@ -65,7 +69,7 @@ impl Metrics {
             0
         };
         let micros = |g: &AtomicI64| level(g) / 1e6;
-        let rows: [(&str, &str, &str, f64); 20] = [
+        let rows: [(&str, &str, &str, f64); 22] = [
             (
                 "frames_total",
                 "counter",
@@ -101,6 +105,18 @@ impl Metrics {
                 "counter",
                 "Cues a voice failed to speak.",
                 count(&self.voice_failures),
+            ),
+            (
+                "dj_lines_replaced_total",
+                "counter",
+                "Lines of the DJ that failed moderation and aired as a safe line instead.",
+                count(&self.dj_lines_replaced),
+            ),
+            (
+                "submissions_reannounced_total",
+                "counter",
+                "Submissions announced again after waiting too long between stages.",
+                count(&self.submissions_reannounced),
             ),
             (
                 "recordings_uploaded_total",

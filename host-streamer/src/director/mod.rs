@@ -123,14 +123,7 @@ impl Director {
     /// Runs the program until `stop`. Database trouble is logged and retried: the engine
     /// keeps the bed on air meanwhile.
     pub async fn run(&self, stop: CancellationToken) {
-        match repository::requeue_interrupted(&self.pool, &self.config.channel).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                submissions = n,
-                "re-queued submissions a previous run left on air"
-            ),
-            Err(e) => tracing::error!(error = %e, "cannot re-queue interrupted submissions"),
-        }
+        recover_interrupted(&self.pool, &self.config.channel).await;
         while !stop.is_cancelled() {
             match self.current_slot().await {
                 Ok((slot, local, ends)) => {
@@ -390,4 +383,26 @@ async fn wait_drained(writer: &FeedWriter, length: Duration) {
 /// Time left until `t`, zero if past.
 fn until(t: DateTime<Utc>) -> Duration {
     (t - Utc::now()).to_std().unwrap_or_default()
+}
+
+/// What a previous run left on air when it stopped mid-item: its submission is queued again
+/// in its place (it plays next, from the start), and its log rows are closed as interrupted.
+/// Trouble is logged: the station goes on air regardless.
+pub async fn recover_interrupted(pool: &PgPool, channel: &str) {
+    match repository::requeue_interrupted(pool, channel).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            submissions = n,
+            "re-queued, in their place, submissions a previous run left on air"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot re-queue interrupted submissions"),
+    }
+    match OnAirLog::new(pool.clone(), channel)
+        .close_interrupted(Utc::now())
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(rows = n, "closed on-air log rows a previous run left open"),
+        Err(e) => tracing::error!(error = %e, "cannot close interrupted on-air log rows"),
+    }
 }

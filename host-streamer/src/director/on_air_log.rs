@@ -45,6 +45,20 @@ impl OnAirLog {
         .await
     }
 
+    /// Closes, as interrupted, the rows a previous run left open (it stopped mid-item); how
+    /// many.
+    pub async fn close_interrupted(&self, at: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query!(
+            "UPDATE on_air_log SET ended_at = $2, interrupted = true \
+             WHERE channel_id = $1 AND ended_at IS NULL",
+            self.channel,
+            at,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Closes a row, with the words actually said (a voice's transcript is known only at
     /// the end).
     pub async fn end(

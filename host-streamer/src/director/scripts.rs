@@ -3,11 +3,12 @@
 //! take any cue.
 
 use chrono::NaiveDateTime;
+use models::moderation::personal_data;
 use shared::submission::SubmissionKind;
 
 use super::queue::Queued;
 use super::schedule::{Block, Slot};
-use crate::voice::Cue;
+use crate::voice::{Cue, Quote, QuoteFrom};
 
 /// Longest listener text read on air, in characters.
 const MAX_READ_CHARS: usize = 600;
@@ -28,11 +29,11 @@ fn clock(local: NaiveDateTime) -> String {
     local.format("%-H:%M").to_string()
 }
 
-fn cue(block: Block, prompt: String, script: String, context: Vec<String>) -> Cue {
+fn cue(block: Block, prompt: String, script: String, quotes: Vec<Quote>) -> Cue {
     Cue {
         block: block.as_str().to_owned(),
         prompt,
-        context,
+        quotes,
         script,
     }
 }
@@ -94,29 +95,51 @@ pub fn block_opening(slot: &Slot, local: NaiveDateTime, station: &str) -> Cue {
     cue(slot.block, prompt, script, Vec::new())
 }
 
-/// The DJ reads a text message (or follows a caller's recording) and answers it.
+/// The DJ reads a text message (or follows a caller's recording) and answers it. The
+/// listener's words go to a model as a quotation, never inside the request itself, and their
+/// phone numbers and addresses are said as "a number" and "an address" unless an operator
+/// approved the words as they are. `related` are earlier listeners' aired words.
 pub fn listener_reply(item: &Queued, related: Vec<String>) -> Cue {
-    let words = clip(item.words());
+    let operator_approved = item.operator_approved();
+    let words = if operator_approved {
+        clip(item.words())
+    } else {
+        clip(&personal_data::redact(item.words()))
+    };
+    let related: Vec<String> = related
+        .iter()
+        .map(|r| clip(&personal_data::redact(r)))
+        .collect();
     let echo = related
         .first()
-        .map(|r| format!(" Earlier another listener said: {}.", clip(r)))
+        .map(|r| format!(" Earlier another listener said: {r}."))
         .unwrap_or_default();
     let (prompt, script) = if item.kind == SubmissionKind::Audio {
         (
-            format!(
-                "You just played a listener's voice message. They said: \"{words}\". Reply to them warmly in two or three sentences."
-            ),
+            "You just played a listener's voice message; what they said is quoted below. Reply \
+             to them warmly in two or three sentences."
+                .to_owned(),
             format!("That was one of our listeners. Thank you for calling!{echo}"),
         )
     } else {
         (
-            format!(
-                "Read this listener's message out, then reply warmly in two or three sentences: \"{words}\""
-            ),
+            "Read out the listener's message quoted below, then reply warmly in two or three \
+             sentences."
+                .to_owned(),
             format!("A listener writes: {words}. Thank you for that!{echo}"),
         )
     };
-    cue(Block::Qanda, prompt, script, related)
+    let mut quotes = vec![Quote {
+        from: QuoteFrom::Listener,
+        words,
+        operator_approved,
+    }];
+    quotes.extend(related.into_iter().map(|words| Quote {
+        from: QuoteFrom::EarlierListener,
+        words,
+        operator_approved: false,
+    }));
+    cue(Block::Qanda, prompt, script, quotes)
 }
 
 /// Between messages, when nobody has written yet.
@@ -129,4 +152,50 @@ pub fn call_for_messages(station: &str) -> Cue {
         "The lines are open. Send us a message or a voice note, and we'll play it.".to_owned(),
         Vec::new(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::submission::SubmissionId;
+
+    use super::*;
+
+    fn queued(text: &str, approved_by: &str) -> Queued {
+        Queued {
+            id: SubmissionId::new(),
+            kind: SubmissionKind::Text,
+            text: Some(text.to_owned()),
+            transcript: None,
+            audio_path: None,
+            approved_by: Some(approved_by.to_owned()),
+        }
+    }
+
+    #[test]
+    fn contact_details_are_said_as_what_they_are_unless_an_operator_approved_them() {
+        let text = "Call me on 090-1234-5678 or mail kenji@example.jp";
+        let cue = listener_reply(
+            &queued(text, "local:rules+exemplars"),
+            vec!["my number is +81 90 1111 2222".to_owned()],
+        );
+        assert_eq!(
+            cue.script,
+            "A listener writes: Call me on a number or mail an address. Thank you for that! \
+             Earlier another listener said: my number is a number."
+        );
+        assert_eq!(
+            cue.quotes[0].words,
+            "Call me on a number or mail an address"
+        );
+        assert!(!cue.quotes[0].operator_approved);
+        assert_eq!(cue.quotes[1].from, QuoteFrom::EarlierListener);
+        assert!(
+            !cue.prompt.contains("Call me"),
+            "the words are quoted, not in the request"
+        );
+
+        let cue = listener_reply(&queued(text, "operator:ana@example.com"), Vec::new());
+        assert!(cue.script.contains("090-1234-5678"), "{}", cue.script);
+        assert!(cue.quotes[0].operator_approved);
+    }
 }

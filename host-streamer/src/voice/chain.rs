@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::screen::SAFE_LINE;
 use super::{Cue, FeedWriter, Voice, VoiceError};
 use crate::metrics::Metrics;
 
@@ -60,6 +61,34 @@ impl VoiceChain {
                         transcript,
                     });
                 }
+                Err(VoiceError::Cut(reason)) => {
+                    // Its words failed moderation in the broadcast delay (or an operator
+                    // dumped them): what was held never aired, and the voice is sound. A
+                    // safe line follows, from the last voice (offline, moderated too).
+                    tracing::warn!(voice = voice.name(), block = %cue.block, %reason, "cut in the broadcast delay; a safe line airs instead");
+                    Metrics::add(&self.metrics.dj_lines_replaced, 1);
+                    out.end();
+                    out.begin();
+                    let safe = Cue {
+                        block: cue.block.clone(),
+                        script: SAFE_LINE.to_owned(),
+                        ..Cue::default()
+                    };
+                    let voice = &self.voices[last];
+                    return match voice.speak(&safe, out).await {
+                        Ok(transcript) => {
+                            out.end();
+                            Ok(Spoken {
+                                voice: voice.name(),
+                                transcript,
+                            })
+                        }
+                        Err(e) => {
+                            out.abandon();
+                            Err(e)
+                        }
+                    };
+                }
                 Err(e) => {
                     out.abandon();
                     Metrics::add(&self.metrics.voice_failures, 1);
@@ -94,6 +123,7 @@ mod tests {
         name: &'static str,
         fail: bool,
         calls: AtomicU32,
+        cut: bool,
     }
 
     #[async_trait::async_trait]
@@ -105,8 +135,12 @@ mod tests {
         async fn speak(&self, cue: &Cue, out: &mut FeedWriter) -> Result<String, VoiceError> {
             self.calls.fetch_add(1, Ordering::Relaxed);
             out.push_pcm16(24_000, &[500; 2_400]);
-            if self.fail {
+            if self.cut {
+                Err(VoiceError::Cut("flagged: violence".into()))
+            } else if self.fail {
                 Err(VoiceError::Failed("scripted".into()))
+            } else if cue.prompt.is_empty() {
+                Ok(format!("{} said {}", self.name, cue.script))
             } else {
                 Ok(format!("{} said {}", self.name, cue.prompt))
             }
@@ -118,7 +152,37 @@ mod tests {
             name,
             fail,
             calls: AtomicU32::new(0),
+            cut: false,
         })
+    }
+
+    #[tokio::test]
+    async fn a_cut_in_the_delay_airs_the_safe_line_in_the_last_voice_and_no_one_rests() {
+        let primary = Arc::new(Scripted {
+            name: "realtime",
+            fail: false,
+            calls: AtomicU32::new(0),
+            cut: true,
+        });
+        let (middle, last) = (voice("rest", false), voice("local", false));
+        let metrics = Arc::new(Metrics::default());
+        let chain = VoiceChain::new(
+            vec![primary.clone(), middle.clone(), last.clone()],
+            metrics.clone(),
+        );
+        let (mut writer, _source) = channel("voice");
+        let cue = Cue {
+            prompt: "hello".into(),
+            ..Cue::default()
+        };
+        let spoken = chain.speak(&cue, &mut writer).await.unwrap();
+        assert_eq!(spoken.voice, "local");
+        assert_eq!(spoken.transcript, format!("local said {SAFE_LINE}"));
+        assert_eq!(middle.calls.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.dj_lines_replaced.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.voice_failures.load(Ordering::Relaxed), 0);
+        chain.speak(&cue, &mut writer).await.unwrap();
+        assert_eq!(primary.calls.load(Ordering::Relaxed), 2, "not resting");
     }
 
     #[tokio::test]

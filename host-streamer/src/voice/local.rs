@@ -3,12 +3,14 @@
 //! voice of every chain.
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use media::decode::decode_at;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use super::screen::Screen;
 use super::{Cue, FeedWriter, Voice, VoiceError};
 use crate::audio::SAMPLE_RATE;
 
@@ -50,14 +52,16 @@ impl LocalVoiceConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LocalVoice {
     config: LocalVoiceConfig,
+    screen: Arc<Screen>,
 }
 
 impl LocalVoice {
-    pub fn new(config: LocalVoiceConfig) -> Self {
-        LocalVoice { config }
+    /// `screen` moderates each script before it is synthesised.
+    pub fn new(config: LocalVoiceConfig, screen: Arc<Screen>) -> Self {
+        LocalVoice { config, screen }
     }
 
     /// Synthesises `text` to 48 kHz mono.
@@ -121,9 +125,10 @@ impl Voice for LocalVoice {
         } else {
             &cue.script
         };
-        let samples = self.synthesise(script).await?;
+        let script = self.screen.line(cue, script).await;
+        let samples = self.synthesise(&script).await?;
         out.push_f32(SAMPLE_RATE, &samples);
-        Ok(script.clone())
+        Ok(script)
     }
 }
 
@@ -133,9 +138,13 @@ mod tests {
     use crate::audio::feed::channel;
     use crate::audio::{Frame, Pull, Source};
 
+    fn screen() -> Arc<Screen> {
+        Arc::new(Screen::words_only(Arc::default()))
+    }
+
     #[tokio::test]
     async fn espeak_speaks_the_script_at_48_khz() {
-        let voice = LocalVoice::new(LocalVoiceConfig::default());
+        let voice = LocalVoice::new(LocalVoiceConfig::default(), screen());
         let (mut writer, mut source) = channel("voice");
         let cue = Cue {
             script: "-v This is Radio 24, on the air.".into(),
@@ -157,12 +166,37 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_is_unavailable() {
-        let voice = LocalVoice::new(LocalVoiceConfig {
-            program: "radio24-no-such-espeak".into(),
-            ..LocalVoiceConfig::default()
-        });
+        let voice = LocalVoice::new(
+            LocalVoiceConfig {
+                program: "radio24-no-such-espeak".into(),
+                ..LocalVoiceConfig::default()
+            },
+            screen(),
+        );
         let (mut writer, _source) = channel("voice");
         let err = voice.speak(&Cue::default(), &mut writer).await.unwrap_err();
         assert!(matches!(err, VoiceError::Unavailable(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_script_that_fails_moderation_is_never_synthesised() {
+        let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+        let voice = LocalVoice::new(
+            LocalVoiceConfig::default(),
+            Arc::new(Screen::words_only(metrics.clone())),
+        );
+        let (mut writer, _source) = channel("voice");
+        let cue = Cue {
+            script: "A listener writes: I am going to bomb your station tonight.".into(),
+            ..Cue::default()
+        };
+        let said = voice.speak(&cue, &mut writer).await.unwrap();
+        assert_eq!(said, super::super::screen::SAFE_LINE);
+        assert_eq!(
+            metrics
+                .dj_lines_replaced
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod local;
 mod pcm;
 pub mod realtime;
 pub mod rest;
+pub mod screen;
 
 pub use crate::audio::feed::FeedWriter;
 pub use realtime::{RealtimeConfig, RealtimeVoice};
@@ -23,10 +24,29 @@ pub struct Cue {
     pub block: String,
     /// The request to a language-model voice: what to talk about, in the DJ's words.
     pub prompt: String,
-    /// Related past submissions and recent on-air talk the DJ may refer to.
-    pub context: Vec<String>,
+    /// Listeners' words the DJ reads or may refer to: put to a model as quoted data, never
+    /// as instructions.
+    pub quotes: Vec<Quote>,
     /// Words a template voice speaks as they are, when no model is available.
     pub script: String,
+}
+
+/// A listener's words in a cue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quote {
+    pub from: QuoteFrom,
+    pub words: String,
+    /// An operator approved these words as they are: the DJ's line is screened without them.
+    pub operator_approved: bool,
+}
+
+/// Whose words a [`Quote`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuoteFrom {
+    /// The listener the DJ is answering now.
+    Listener,
+    /// An earlier listener, whose message aired, that the DJ may refer to.
+    EarlierListener,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -43,6 +63,10 @@ pub enum VoiceError {
     /// Rate limited; the voice should not be asked again before this.
     #[error("voice rate limited, retry after {0:?}")]
     RateLimited(Duration),
+    /// Its words failed moderation in the broadcast delay, or an operator dumped them: what
+    /// was held never aired. Not a fault of the voice.
+    #[error("cut in the broadcast delay: {0}")]
+    Cut(String),
 }
 
 /// A way of speaking a cue.

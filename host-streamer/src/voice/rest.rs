@@ -3,6 +3,7 @@
 //! arrives. Slower to start than the Realtime voice (two round trips), but it needs no
 //! session and shares nothing with it, so it still works when Realtime is down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use models::ProviderError;
@@ -12,6 +13,7 @@ use shared::config::{ConfigError, Env};
 
 use super::dj::{self, Cooldown, History};
 use super::pcm::Pcm16Decoder;
+use super::screen::Screen;
 use super::{Cue, FeedWriter, Voice, VoiceError};
 
 pub const DEFAULT_CHAT_MODEL: &str = "gpt-4o-mini";
@@ -79,14 +81,17 @@ pub struct RestVoice {
     client: OpenAiClient,
     config: RestConfig,
     cooldown: Cooldown,
+    screen: Arc<Screen>,
 }
 
 impl RestVoice {
-    pub fn new(client: OpenAiClient, config: RestConfig) -> Self {
+    /// `screen` moderates each line the model writes before it is synthesised.
+    pub fn new(client: OpenAiClient, config: RestConfig, screen: Arc<Screen>) -> Self {
         RestVoice {
             client,
             config,
             cooldown: Cooldown::default(),
+            screen,
         }
     }
 
@@ -188,6 +193,7 @@ impl Voice for RestVoice {
         let message = dj::cue_message(cue)?;
         let result = async {
             let line = self.write_line(cue, &message).await?;
+            let line = self.screen.line(cue, &line).await;
             self.say(&line, out).await?;
             Ok(line)
         }

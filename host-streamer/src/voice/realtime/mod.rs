@@ -13,9 +13,12 @@
 //! one connection, `turn` streams one response's audio into the feed; this module is the
 //! configuration and the [`Voice`] that opens, rotates and retires sessions.
 
+mod delay;
 mod events;
 mod session;
 mod turn;
+
+pub use delay::{DEFAULT_DELAY, Dump};
 
 use std::fmt;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::http::Uri;
 
 use super::dj::{self, Cooldown, History};
+use super::screen::Screen;
 use super::{Cue, FeedWriter, Voice, VoiceError};
 use crate::metrics::Metrics;
 use events::RateLimit;
@@ -72,6 +76,9 @@ pub struct RealtimeConfig {
     pub connect_timeout: Duration,
     /// Exchanges a new session is told about (`REALTIME_CONTEXT_EXCHANGES`).
     pub context_exchanges: usize,
+    /// How long its audio is held before it airs, while its words are moderated
+    /// (`BROADCAST_DELAY`).
+    pub delay: Duration,
 }
 
 impl fmt::Debug for RealtimeConfig {
@@ -85,6 +92,7 @@ impl fmt::Debug for RealtimeConfig {
             .field("stall_timeout", &self.stall_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("context_exchanges", &self.context_exchanges)
+            .field("delay", &self.delay)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +110,7 @@ impl RealtimeConfig {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             context_exchanges: DEFAULT_CONTEXT_EXCHANGES,
+            delay: DEFAULT_DELAY,
         }
     }
 
@@ -135,6 +144,7 @@ impl RealtimeConfig {
                 d.connect_timeout,
             )?,
             context_exchanges: env.or("REALTIME_CONTEXT_EXCHANGES", d.context_exchanges)?,
+            delay: env.duration_or("BROADCAST_DELAY", d.delay)?,
             api_key: d.api_key,
         }))
     }
@@ -179,6 +189,11 @@ impl RealtimeConfig {
         self
     }
 
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
     /// The URL connected to: `url` with `model=` added unless it names a model itself.
     pub fn session_url(&self) -> String {
         let has_model = self
@@ -208,6 +223,9 @@ pub struct RealtimeVoice {
     metrics: Arc<Metrics>,
     cooldown: Cooldown,
     state: Mutex<State>,
+    /// Moderates the words of each response inside the broadcast delay.
+    screen: Arc<Screen>,
+    dump: Arc<Dump>,
 }
 
 impl fmt::Debug for RealtimeVoice {
@@ -227,12 +245,20 @@ struct State {
 }
 
 impl RealtimeVoice {
-    /// Connects nothing yet: the first cue opens the session.
-    pub fn new(config: RealtimeConfig, metrics: Arc<Metrics>) -> Self {
+    /// Connects nothing yet: the first cue opens the session. Its audio airs through the
+    /// broadcast delay, its words judged by `screen`; `dump` cuts what the delay holds.
+    pub fn new(
+        config: RealtimeConfig,
+        metrics: Arc<Metrics>,
+        screen: Arc<Screen>,
+        dump: Arc<Dump>,
+    ) -> Self {
         let history = History::new(config.context_exchanges);
         RealtimeVoice {
             config,
             metrics,
+            screen,
+            dump,
             cooldown: Cooldown::default(),
             state: Mutex::new(State {
                 session: None,
@@ -272,12 +298,19 @@ impl RealtimeVoice {
             // mid-response, the next cue finds the flag set and does not reuse a session
             // that is still streaming someone else's answer.
             session.in_turn = true;
+            let mut gate = delay::Gate {
+                delay: self.config.delay,
+                screen: &self.screen,
+                cue,
+                dump: self.dump.watch(),
+            };
             let result = session
                 .respond(
                     message,
                     out,
                     self.config.stall_timeout,
                     &mut state.rate_limits,
+                    &mut gate,
                 )
                 .await;
             session.in_turn = false;

@@ -11,6 +11,7 @@ use models::openai::{redact_keys, retry_after};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant as TokioInstant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header::AUTHORIZATION};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::delay::{Delay, Gate};
 use super::events::{RateLimit, ServerEvent, classify, setup_error};
 use super::turn::{After, Turn, TurnError};
 use super::{OUTPUT_RATE, RealtimeConfig};
@@ -196,13 +198,16 @@ impl Session {
     }
 
     /// Says `message`: adds it as a user item, asks for a response and streams its audio into
-    /// `out` until `response.done`.
+    /// `out` through the broadcast delay of `gate` until `response.done` and the last held
+    /// audio has aired. A response whose words fail moderation, or that an operator dumps,
+    /// is cut: `VoiceError::Cut`, with the session kept (the response is read to its end).
     pub(super) async fn respond(
         &mut self,
         message: &str,
         out: &mut FeedWriter,
         stall: Duration,
         rate_limits: &mut Vec<RateLimit>,
+        gate: &mut Gate<'_>,
     ) -> Result<String, TurnError> {
         let lost = |reason: String| TurnError {
             error: VoiceError::Unavailable(format!("Realtime session lost: {reason}")),
@@ -221,22 +226,58 @@ impl Session {
             .await
             .map_err(lost)?;
         let mut turn = Turn::default();
+        let mut delay = Delay::new(gate.delay);
+        // Marks the dumps made before this turn as seen: only a dump during it cuts it.
+        gate.dump.borrow_and_update();
+        let mut cut: Option<String> = None;
+        let mut done: Option<Result<String, TurnError>> = None;
+        let mut judged = 0;
+        let mut began = false;
+        let mut stall_at = TokioInstant::now() + stall;
         loop {
-            let incoming = match tokio::time::timeout(stall, self.events.recv()).await {
-                Ok(Some(incoming)) => incoming,
-                Ok(None) => Incoming::Closed("event reader stopped".into()),
-                Err(_) => {
-                    tracing::warn!(session = %self.id, ?stall, "Realtime response stalled");
-                    return Err(TurnError {
-                        error: VoiceError::Stalled(stall),
-                        after: After::Drop,
-                    });
+            for chunk in delay.release(TokioInstant::now()) {
+                if !began {
+                    out.begin();
+                    began = true;
+                }
+                out.push_pcm16(OUTPUT_RATE, &chunk);
+            }
+            if done.is_some() && (delay.is_empty() || delay.is_cut()) {
+                break;
+            }
+            let wake = delay.next_due();
+            let event = tokio::select! {
+                biased;
+                changed = gate.dump.changed() => {
+                    if changed.is_ok() && cut.is_none() {
+                        let dropped = delay.cut();
+                        tracing::warn!(
+                            session = %self.id,
+                            dropped_ms = dropped as u64 * 1000 / u64::from(OUTPUT_RATE),
+                            "an operator dumped the broadcast delay"
+                        );
+                        cut = Some("dumped by an operator".to_owned());
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(wake.unwrap_or(stall_at)), if wake.is_some() => continue,
+                incoming = tokio::time::timeout_at(stall_at, self.events.recv()), if done.is_none() => {
+                    match incoming {
+                        Ok(Some(Incoming::Event(event))) => event,
+                        Ok(Some(Incoming::Closed(reason))) => return Err(turn.cut_off(reason)),
+                        Ok(None) => return Err(turn.cut_off("event reader stopped".into())),
+                        Err(_) => {
+                            tracing::warn!(session = %self.id, ?stall, "Realtime response stalled");
+                            return Err(TurnError {
+                                error: VoiceError::Stalled(stall),
+                                after: After::Drop,
+                            });
+                        }
+                    }
                 }
             };
-            let event = match incoming {
-                Incoming::Event(event) => event,
-                Incoming::Closed(reason) => return Err(turn.cut_off(reason)),
-            };
+            let now = TokioInstant::now();
+            stall_at = now + stall;
             match event {
                 ServerEvent::Error { error } if error.code() == "session_expired" => {
                     return Err(turn.cut_off(error.describe()));
@@ -258,21 +299,62 @@ impl Session {
                     turn.response_id.get_or_insert(response.id);
                 }
                 ServerEvent::AudioDelta { response_id, delta } if turn.ours(&response_id) => {
-                    turn.audio(&delta, out)?;
+                    let samples = turn.audio(&delta)?;
+                    delay.hold(now, samples);
                 }
                 ServerEvent::TranscriptDelta { response_id, delta } if turn.ours(&response_id) => {
                     turn.transcript.push_str(&delta);
+                    // Judged at each sentence's end, so its audio can air on time.
+                    if cut.is_none() && delta.contains(['.', '!', '?', '\n']) {
+                        judged = turn.transcript.len();
+                        match gate.judge(&turn.transcript).await {
+                            Ok(()) => delay.clear_through(now),
+                            Err(reason) => cut = Some(cut_for(&mut delay, &self.id, reason, now)),
+                        }
+                    }
                 }
                 ServerEvent::TranscriptDone {
                     response_id,
                     transcript,
                 } if turn.ours(&response_id) => turn.final_transcript = Some(transcript),
                 ServerEvent::ResponseDone { response } if turn.ours(&response.id) => {
-                    return turn.finish(&response, out, rate_limits);
+                    let finished = turn.finish(&response, rate_limits);
+                    if finished.is_ok() && cut.is_none() {
+                        // The whole of what was said, unless the last judgement already saw it.
+                        if turn.words().len() != judged || turn.final_transcript.is_some() {
+                            match gate.judge(turn.words()).await {
+                                Ok(()) => delay.clear_all(),
+                                Err(reason) => {
+                                    cut = Some(cut_for(&mut delay, &self.id, reason, now));
+                                }
+                            }
+                        } else {
+                            delay.clear_all();
+                        }
+                    }
+                    if finished.is_err() {
+                        delay.cut();
+                    }
+                    done = Some(finished);
                 }
                 ServerEvent::RateLimitsUpdated { rate_limits: r } => *rate_limits = r,
                 _ => {}
             }
+        }
+        if let (Some(arrived), Some(aired)) = (delay.first_arrival, delay.first_release) {
+            tracing::debug!(
+                session = %self.id,
+                delay_ms = aired.duration_since(arrived).as_millis() as u64,
+                "first audio aired after the broadcast delay"
+            );
+        }
+        let said = done.expect("the loop ends at response.done")?;
+        match cut {
+            Some(reason) => Err(TurnError {
+                error: VoiceError::Cut(reason),
+                after: After::Keep,
+            }),
+            None => Ok(said),
         }
     }
 
@@ -336,4 +418,17 @@ fn handshake_error(e: tungstenite::Error) -> VoiceError {
     VoiceError::Unavailable(format!(
         "Realtime API refused the connection: HTTP {status}: {message}"
     ))
+}
+
+/// Cuts `delay` for words that failed moderation, saying what and how quickly.
+fn cut_for(delay: &mut Delay, session: &str, reason: String, heard: TokioInstant) -> String {
+    let dropped = delay.cut();
+    tracing::warn!(
+        session,
+        %reason,
+        dropped_ms = dropped as u64 * 1000 / u64::from(OUTPUT_RATE),
+        cut_after_us = heard.elapsed().as_micros() as u64,
+        "the live voice's words failed moderation in the broadcast delay: cut before they aired"
+    );
+    reason
 }

@@ -1,14 +1,13 @@
-//! The audio out path of one response: Realtime audio deltas (base64 PCM16 at 24 kHz)
-//! decoded into the engine's feed as they arrive, the transcript gathered beside them, and
-//! the verdict at `response.done`. A failed turn also says what becomes of its session, so
+//! One response being received: Realtime audio deltas (base64 PCM16 at 24 kHz) decoded for
+//! the broadcast delay, the transcript gathered beside them, and the verdict at
+//! `response.done`. A failed turn also says what becomes of its session, so
 //! the voice knows whether to keep it, replace it, or replace it and try the cue again.
 
 use base64::Engine as _;
 
-use super::OUTPUT_RATE;
 use super::events::{RateLimit, ResponseInfo, classify};
+use crate::voice::VoiceError;
 use crate::voice::pcm::Pcm16Decoder;
-use crate::voice::{FeedWriter, VoiceError};
 
 /// What becomes of the session after a failed cue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +32,6 @@ pub(super) struct Turn {
     pub(super) transcript: String,
     pub(super) final_transcript: Option<String>,
     samples: usize,
-    /// `out.begin()` was called.
-    began: bool,
     pcm: Pcm16Decoder,
     /// An `error` seen while the response ran; reported at `response.done`.
     pub(super) error: Option<VoiceError>,
@@ -45,24 +42,25 @@ impl Turn {
         id.is_empty() || self.response_id.as_deref().is_none_or(|r| r == id)
     }
 
-    pub(super) fn audio(&mut self, delta: &str, out: &mut FeedWriter) -> Result<(), TurnError> {
+    /// Decodes an audio delta.
+    pub(super) fn audio(&mut self, delta: &str) -> Result<Vec<i16>, TurnError> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(delta)
             .map_err(|e| TurnError {
                 error: VoiceError::Failed(format!("undecodable audio delta: {e}")),
                 after: After::Drop,
             })?;
-        if !self.began {
-            out.begin();
-            self.began = true;
-        }
-        let samples = self.pcm.decode(&bytes);
+        let samples = self.pcm.decode(&bytes).to_vec();
         self.samples += samples.len();
-        out.push_pcm16(OUTPUT_RATE, samples);
-        Ok(())
+        Ok(samples)
     }
 
     /// The connection ended mid-turn.
+    /// The words received so far: the final transcript once there is one.
+    pub(super) fn words(&self) -> &str {
+        self.final_transcript.as_deref().unwrap_or(&self.transcript)
+    }
+
     pub(super) fn cut_off(&self, reason: String) -> TurnError {
         if self.response_id.is_none() && self.samples == 0 {
             TurnError {
@@ -77,10 +75,10 @@ impl Turn {
         }
     }
 
+    /// The words said, or why the response failed.
     pub(super) fn finish(
         &mut self,
         response: &ResponseInfo,
-        out: &mut FeedWriter,
         rate_limits: &[RateLimit],
     ) -> Result<String, TurnError> {
         let fail = |error| {
@@ -111,7 +109,6 @@ impl Turn {
                 "Realtime response completed without audio".into(),
             ));
         }
-        out.end();
         let said = self
             .final_transcript
             .take()
