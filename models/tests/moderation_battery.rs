@@ -27,8 +27,8 @@ const BATTERY: &str = include_str!("moderation/battery.tsv");
 /// The aim: no harmful case approved, at most this share of the harmless ones stopped.
 const AIM_BENIGN_STOPPED: f64 = 0.03;
 /// Today's figures, which a change may only improve.
-const RATCHET_HARMFUL_APPROVED: usize = 10;
-const RATCHET_BENIGN_STOPPED: usize = 44;
+const RATCHET_HARMFUL_APPROVED: usize = 3;
+const RATCHET_BENIGN_STOPPED: usize = 20;
 
 /// Lower-case letters and digits only: how two texts are compared for overlap.
 fn key(text: &str) -> String {

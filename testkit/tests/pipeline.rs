@@ -143,6 +143,15 @@ async fn text_and_audio_reach_ready_with_local_providers() {
     .await
     .unwrap();
     assert_eq!(vectors, 2);
+    // What the moderate service holds at its peak, exemplar search included.
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", p.moderate.id())) {
+        let peak = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap_or("?")
+            .trim();
+        println!("moderate service peak RSS (VmHWM): {peak}");
+    }
 
     // Redelivery of an already moderated message, three at once and once more: 204 each,
     // no second decision, no second ready message.

@@ -96,11 +96,13 @@ fn push_word(words: &mut Vec<String>, raw: String) {
 
 /// Text-speak read as the word it stands for (both sides collapsed, as words are): `u r` is
 /// `you are`, `ppl` `people`, `every1` `everyone`.
-const TEXT_SPEAK: [(&str, &str); 34] = [
+const TEXT_SPEAK: [(&str, &str); 36] = [
     ("u", "you"),
     ("ya", "you"),
     ("yu", "you"),
     ("ur", "your"),
+    ("urself", "yourself"),
+    ("urselves", "yourselves"),
     ("youre", "your"),
     ("yor", "your"),
     ("r", "are"),
@@ -202,7 +204,7 @@ fn join_spaced_letters(words: &[String]) -> Vec<String> {
 }
 
 /// Whether text word `word` is rule word `pattern` (both normalised): equal, with a `1` in
-/// the text standing for `i` or `l`; or, for rule words of five letters or more, misspelt by
+/// the text standing for `i` or `l`; or, for rule words of six letters or more, misspelt by
 /// one dropped letter (`murdr`, `sucide`) or two swapped neighbours (`suicdie`).
 pub(super) fn same_word(word: &str, pattern: &str) -> bool {
     let w: Vec<char> = word.chars().collect();
@@ -211,7 +213,8 @@ pub(super) fn same_word(word: &str, pattern: &str) -> bool {
     if w.len() == p.len() && w.iter().zip(&p).all(|(&a, &b)| eq(a, b)) {
         return true;
     }
-    if p.len() < 5 {
+    // Shorter words have too many neighbours one letter away (`shin` is not `shinu`).
+    if p.len() < 6 {
         return false;
     }
     if w.len() + 1 == p.len() {

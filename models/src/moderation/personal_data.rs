@@ -65,6 +65,14 @@ pub fn find(text: &str) -> Vec<Found> {
     for m in SPOKEN_DIGITS.find_iter(text) {
         add(Kind::Phone, trim_span(text, m.range()));
     }
+    for m in MIXED_DIGITS.find_iter(text) {
+        let run = m.as_str();
+        // Digits and digit words mixed (`5five5-12three`): a number in disguise. Digits
+        // alone are the digit runs' to judge (dates, scores), words alone the spoken ones.
+        if run.chars().any(|c| c.is_ascii_digit()) && run.chars().any(char::is_alphabetic) {
+            add(Kind::Phone, trim_span(text, m.range()));
+        }
+    }
     found.sort_by_key(|f| f.span.start);
     found
 }
@@ -128,6 +136,12 @@ static SPOKEN_DIGITS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(r"(?i)\b{digit}(?:[\s,.-]+{digit}){{6,}}\b")).unwrap()
 });
 
+/// Seven or more digits, written or said, with or without separators: `5five5-12three-4567`.
+static MIXED_DIGITS: LazyLock<Regex> = LazyLock::new(|| {
+    let digit = r"(?:\d|zero|oh|one|two|three|four|five|six|seven|eight|nine)";
+    Regex::new(&format!(r"(?i)\b{digit}(?:[\s.\-]*{digit}){{6,}}\b")).unwrap()
+});
+
 /// The span without whitespace or punctuation at its ends.
 fn trim_span(text: &str, span: Range<usize>) -> Range<usize> {
     let s = &text[span.clone()];
@@ -184,6 +198,10 @@ mod tests {
             (
                 "it's five five five one two three four",
                 "five five five one two three four",
+            ),
+            (
+                "my # is 5five5-12three-4five67 lol",
+                "5five5-12three-4five67",
             ),
         ] {
             assert_eq!(kinds(text), [(Kind::Phone, number)], "{text}");

@@ -19,6 +19,8 @@ pub(super) struct RuleBook {
 }
 
 pub(super) struct Rule {
+    /// Its line in `rules.txt`, for [`super::LocalModerator::explain`].
+    pub line: usize,
     /// Alternative phrases; each one entry per word position.
     phrases: Vec<Vec<WordPattern>>,
     /// `text:` rules: lower-cased pieces of the raw text (`system:`, `[inst]`) instead.
@@ -64,7 +66,9 @@ impl RuleBook {
                 let words = words.trim().split('|').map(str::to_owned).collect();
                 book.lists.insert(name.trim().to_owned(), words);
             } else {
-                book.rules.push(book.parse_rule(line).map_err(at)?);
+                let mut rule = book.parse_rule(line).map_err(at)?;
+                rule.line = n;
+                book.rules.push(rule);
             }
         }
         Ok(book)
@@ -88,6 +92,7 @@ impl RuleBook {
                 return Err("text: needs at least one piece of text".into());
             }
             return Ok(Rule {
+                line: 0,
                 phrases: Vec::new(),
                 raw,
                 unless,
@@ -99,6 +104,7 @@ impl RuleBook {
             .map(|phrase| self.parse_phrase(phrase))
             .collect::<Result<_, String>>()?;
         Ok(Rule {
+            line: 0,
             phrases,
             raw: Vec::new(),
             unless,
