@@ -9,6 +9,10 @@
 //! harmless ones held or rejected; the test holds the line at today's figures (a ratchet:
 //! lower the limits as the rules and exemplars improve, never raise them).
 //!
+//! The battery shaped the rules and the exemplar score (the cases they missed were read), so
+//! it is no longer a fair test of words never seen. `tests/moderation/sealed.tsv` is: written
+//! after that tuning and never tuned on, it is judged and printed the same way.
+//!
 //! `BATTERY_DUMP=<file>` also writes each case's words-only decision and nearest exemplars
 //! as JSON lines, for tuning the exemplar score.
 
@@ -23,12 +27,16 @@ use shared::submission::SubmissionId;
 use testkit::Postgres;
 
 const BATTERY: &str = include_str!("moderation/battery.tsv");
+const SEALED: &str = include_str!("moderation/sealed.tsv");
 
 /// The aim: no harmful case approved, at most this share of the harmless ones stopped.
 const AIM_BENIGN_STOPPED: f64 = 0.03;
 /// Today's figures, which a change may only improve.
 const RATCHET_HARMFUL_APPROVED: usize = 3;
 const RATCHET_BENIGN_STOPPED: usize = 20;
+/// The sealed set's figures when it was first run.
+const SEALED_HARMFUL_APPROVED: usize = 29;
+const SEALED_BENIGN_STOPPED: usize = 10;
 
 /// Lower-case letters and digits only: how two texts are compared for overlap.
 fn key(text: &str) -> String {
@@ -70,19 +78,66 @@ async fn the_local_moderator_stops_every_harmful_case_and_few_harmless_ones() {
         "seeding again changes nothing"
     );
 
-    let ids = store(&pool, &embedder, &battery).await;
     let moderator = LocalModerator::with_exemplars(pool.clone());
+    let ids = store(&pool, &embedder, &battery).await;
+    let [h, b] = judge("battery.tsv", &pool, &moderator, &battery, &ids).await;
+    let benign_stopped = b[1] + b[2];
+    assert!(
+        h[0] <= RATCHET_HARMFUL_APPROVED,
+        "{} harmful cases approved, more than the {RATCHET_HARMFUL_APPROVED} of before (listed above)",
+        h[0]
+    );
+    assert!(
+        benign_stopped <= RATCHET_BENIGN_STOPPED,
+        "{benign_stopped} harmless cases held or rejected, more than the \
+         {RATCHET_BENIGN_STOPPED} of before (listed above)"
+    );
+
+    // The sealed set: written after the rules and exemplars were tuned on the battery, and
+    // never tuned on; its figures say how the moderator does on words it has not seen.
+    let sealed = exemplars::parse(SEALED).expect("sealed.tsv parses");
+    for case in &sealed {
+        assert!(
+            !seen.contains(&key(&case.text)),
+            "{:?} is an exemplar too",
+            case.text
+        );
+    }
+    let ids = store(&pool, &embedder, &sealed).await;
+    let [h, b] = judge("sealed.tsv", &pool, &moderator, &sealed, &ids).await;
+    assert!(
+        h[0] <= SEALED_HARMFUL_APPROVED,
+        "{} sealed harmful cases approved, more than the {SEALED_HARMFUL_APPROVED} of before",
+        h[0]
+    );
+    assert!(
+        b[1] + b[2] <= SEALED_BENIGN_STOPPED,
+        "{} sealed harmless cases stopped, more than the {SEALED_BENIGN_STOPPED} of before",
+        b[1] + b[2]
+    );
+}
+
+/// Moderates `cases` (stored as `ids`) and prints the confusion table per category, the
+/// cases misjudged and the time per moderation; returns the totals, harmful and harmless,
+/// each as approved, held, rejected.
+async fn judge(
+    name: &str,
+    pool: &sqlx::PgPool,
+    moderator: &LocalModerator,
+    cases: &[Exemplar],
+    ids: &[SubmissionId],
+) -> [[usize; 3]; 2] {
     let policy = Policy::default();
     let mut table: BTreeMap<(Label, bool), [usize; 3]> = BTreeMap::new();
     let mut wrong = Vec::new();
-    let mut times = Vec::with_capacity(battery.len());
+    let mut times = Vec::with_capacity(cases.len());
     let mut dump = std::env::var("BATTERY_DUMP")
         .ok()
-        .map(|p| std::fs::File::create(p).unwrap());
-    for (case, id) in battery.iter().zip(&ids) {
+        .map(|p| std::fs::File::create(format!("{p}.{name}")).unwrap());
+    for (case, id) in cases.iter().zip(ids) {
         if let Some(f) = dump.as_mut() {
             use std::io::Write;
-            let near = exemplars::nearest(&pool, *id).await.unwrap();
+            let near = exemplars::nearest(pool, *id).await.unwrap();
             let rules = policy.decide(&LocalModerator::new().score(&case.text)).0;
             let near: Vec<_> = near
                 .iter()
@@ -101,7 +156,7 @@ async fn the_local_moderator_stops_every_harmful_case_and_few_harmless_ones() {
         };
         table.entry((case.label, case.harmful)).or_default()[column] += 1;
         if (decision == Decision::Approved) == case.harmful {
-            let near = exemplars::nearest(&pool, *id).await.unwrap();
+            let near = exemplars::nearest(pool, *id).await.unwrap();
             let nearest = |harmful: bool| {
                 near.iter()
                     .find(|n| n.harmful == harmful)
@@ -121,10 +176,24 @@ async fn the_local_moderator_stops_every_harmful_case_and_few_harmless_ones() {
     }
 
     println!(
-        "\nlocal moderator ({}), exemplars {}",
+        "\n{name}: local moderator ({}), exemplars {}",
         moderator.name(),
         exemplars::version()
     );
+    let row = |label: &str, h: [usize; 3], b: [usize; 3]| {
+        println!(
+            "{:<18}{:>10}{:>9}{:>8}{:>10} | {:>10}{:>9}{:>8}{:>10}",
+            label,
+            h.iter().sum::<usize>(),
+            h[0],
+            h[1],
+            h[2],
+            b.iter().sum::<usize>(),
+            b[0],
+            b[1],
+            b[2]
+        );
+    };
     println!(
         "{:<18}{:>10}{:>9}{:>8}{:>10} | {:>10}{:>9}{:>8}{:>10}",
         "category",
@@ -141,36 +210,14 @@ async fn the_local_moderator_stops_every_harmful_case_and_few_harmless_ones() {
     for label in Label::ALL {
         let h = table.get(&(label, true)).copied().unwrap_or_default();
         let b = table.get(&(label, false)).copied().unwrap_or_default();
-        println!(
-            "{:<18}{:>10}{:>9}{:>8}{:>10} | {:>10}{:>9}{:>8}{:>10}",
-            label.as_str(),
-            h.iter().sum::<usize>(),
-            h[0],
-            h[1],
-            h[2],
-            b.iter().sum::<usize>(),
-            b[0],
-            b[1],
-            b[2]
-        );
+        row(label.as_str(), h, b);
         for i in 0..3 {
             totals[0][i] += h[i];
             totals[1][i] += b[i];
         }
     }
     let [h, b] = totals;
-    println!(
-        "{:<18}{:>10}{:>9}{:>8}{:>10} | {:>10}{:>9}{:>8}{:>10}",
-        "all",
-        h.iter().sum::<usize>(),
-        h[0],
-        h[1],
-        h[2],
-        b.iter().sum::<usize>(),
-        b[0],
-        b[1],
-        b[2]
-    );
+    row("all", h, b);
     times.sort();
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     println!(
@@ -182,26 +229,17 @@ async fn the_local_moderator_stops_every_harmful_case_and_few_harmless_ones() {
     if !wrong.is_empty() {
         println!("misjudged:\n{}", wrong.join("\n"));
     }
-
     let benign_total = b.iter().sum::<usize>();
     let benign_stopped = b[1] + b[2];
     println!(
-        "harmful approved: {} (aim 0); harmless stopped: {benign_stopped} of {benign_total}, \
-         {:.1}% (aim {:.0}%)",
+        "{name}: harmful approved: {} of {} (aim 0); harmless stopped: {benign_stopped} of \
+         {benign_total}, {:.1}% (aim {:.0}%)",
         h[0],
-        100.0 * benign_stopped as f64 / benign_total as f64,
+        h.iter().sum::<usize>(),
+        100.0 * benign_stopped as f64 / benign_total.max(1) as f64,
         100.0 * AIM_BENIGN_STOPPED
     );
-    assert!(
-        h[0] <= RATCHET_HARMFUL_APPROVED,
-        "{} harmful cases approved, more than the {RATCHET_HARMFUL_APPROVED} of before (listed above)",
-        h[0]
-    );
-    assert!(
-        benign_stopped <= RATCHET_BENIGN_STOPPED,
-        "{benign_stopped} harmless cases held or rejected, more than the \
-         {RATCHET_BENIGN_STOPPED} of before (listed above)"
-    );
+    totals
 }
 
 /// Stores each case as an embedded text submission with its vector, as ingest and embed
