@@ -67,22 +67,11 @@ fn media_type(headers: &axum::http::HeaderMap) -> Option<String> {
 }
 
 async fn read_within(req: Request, limits: &Limits) -> Result<Payload, Error> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .ok_or_else(|| {
-            Error::UnsupportedMediaType(
-                "send application/json text or multipart/form-data audio".into(),
-            )
-        })?;
+    let content_type = media_type(req.headers()).ok_or_else(|| {
+        Error::UnsupportedMediaType(
+            "send application/json text or multipart/form-data audio".into(),
+        )
+    })?;
     let declared_len = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -103,14 +103,8 @@ pub async fn decide(
     Path(id): Path<String>,
     body: Result<Json<DecisionRequest>, JsonRejection>,
 ) -> Result<Json<DecisionResponse>, Error> {
-    let id = id
-        .parse::<uuid::Uuid>()
-        .map(SubmissionId)
-        .map_err(|_| Error::NotFound)?;
-    let Json(body) = body.map_err(|e| match e {
-        JsonRejection::JsonDataError(e) => Error::Unprocessable(e.body_text()),
-        e => Error::BadRequest(e.body_text()),
-    })?;
+    let id = submission_id(&id)?;
+    let body = json_body(body)?;
     let decision = match body.decision.as_str() {
         "approve" => Decision::Approved,
         "reject" => Decision::Rejected,
@@ -147,6 +141,21 @@ pub async fn decide(
             status => format!("submission {id} is {status}"),
         })),
     }
+}
+
+/// A path's submission id; anything else names no submission.
+fn submission_id(id: &str) -> Result<SubmissionId, Error> {
+    id.parse::<uuid::Uuid>()
+        .map(SubmissionId)
+        .map_err(|_| Error::NotFound)
+}
+
+/// A JSON body: well-formed JSON of the wrong shape is 422, anything else 400.
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Error> {
+    body.map(|Json(body)| body).map_err(|e| match e {
+        JsonRejection::JsonDataError(e) => Error::Unprocessable(e.body_text()),
+        e => Error::BadRequest(e.body_text()),
+    })
 }
 
 /// An operator's note: trimmed, empty is none, at most [`MAX_NOTE_CHARS`].
@@ -195,14 +204,8 @@ pub async fn revoke(
     Path(id): Path<String>,
     body: Result<Json<RevokeRequest>, JsonRejection>,
 ) -> Result<Json<DecisionResponse>, Error> {
-    let id = id
-        .parse::<uuid::Uuid>()
-        .map(SubmissionId)
-        .map_err(|_| Error::NotFound)?;
-    let Json(body) = body.map_err(|e| match e {
-        JsonRejection::JsonDataError(e) => Error::Unprocessable(e.body_text()),
-        e => Error::BadRequest(e.body_text()),
-    })?;
+    let id = submission_id(&id)?;
+    let body = json_body(body)?;
     let note = note(body.note)?;
     let sub = repository::load(&state.stage.pool, id)
         .await?
