@@ -366,3 +366,205 @@ async fn five_minutes_on_air_through_realtime_outages_decode_cleanly_without_dea
     assert!(spoke("realtime") && spoke("local"), "{voices:?}");
     assert_eq!(aired, 4, "{}", p.log_tails(30));
 }
+
+/// The broadcast delay as a listener hears it. The DJ, on the Realtime fake, says a harmless
+/// line, then a turn that ends in a threat; the streamer's moderator reads the transcript
+/// while the audio waits in the delay. The stream, decoded by ffmpeg, carries the harmless
+/// line's audio and none of the cut turn's: each is searched for in it by normalised
+/// cross-correlation with the waveform the fake sent.
+#[tokio::test]
+async fn words_cut_in_the_broadcast_delay_never_reach_the_stream() {
+    let fake = testkit::RealtimeFake::start().await;
+    let streamer_env = |k: &str, v: String| ("host-streamer", k.to_owned(), v);
+    let mut env: Vec<_> = fake
+        .env()
+        .into_iter()
+        .map(|(k, v)| streamer_env(&k, v))
+        .collect();
+    env.extend([
+        streamer_env("DJ_VOICES", "realtime,local".into()),
+        streamer_env("DJ_TALK_INTERVAL", "5s".into()),
+        streamer_env("BROADCAST_DELAY", "4s".into()),
+        // The fake serves Realtime only: the DJ's words are judged by the local moderator.
+        streamer_env("MODERATION_PROVIDER", "local".into()),
+    ]);
+    let p = station(env).await;
+    let streamer_url = p.streamer.as_ref().unwrap().1.clone();
+
+    let mut listener = reqwest::get(format!("{streamer_url}/stream.ogg"))
+        .await
+        .unwrap();
+    let mut ogg = listener
+        .chunk()
+        .await
+        .unwrap()
+        .expect("stream headers")
+        .to_vec();
+    // Connected: the DJ's next turn says a harmless line, the one after says another and a
+    // threat. A cut drops all the delay holds: the whole second turn, never the first.
+    let harmless = "Good evening from the night desk, here comes a long set of quiet piano music.";
+    let threat = "I will kill everyone at the station tomorrow and nobody is going to stop me.";
+    let cut_turn = format!("And now the weather for the weekend. {threat}");
+    fake.say_next(harmless);
+    fake.say_next(&cut_turn);
+    let ogg = {
+        let metrics_url = format!("{streamer_url}/metrics");
+        let cut = async {
+            wait_until("the cut", Duration::from_secs(60), || async {
+                let metrics = reqwest::get(&metrics_url)
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                metric(&metrics, "radio24_dj_lines_replaced_total") >= 1.0
+            })
+            .await
+        };
+        let mut cut = std::pin::pin!(cut);
+        let mut cut_at = None;
+        loop {
+            tokio::select! {
+                chunk = listener.chunk() => ogg.extend_from_slice(&chunk.unwrap().expect("stream goes on")),
+                done = &mut cut, if cut_at.is_none() => {
+                    done.unwrap_or_else(|_| panic!("never cut:\n{}", p.log_tails(40)));
+                    cut_at = Some(tokio::time::Instant::now());
+                }
+            }
+            // The delay's length and the safe line after the cut, heard too.
+            if cut_at.is_some_and(|at| at.elapsed() > Duration::from_secs(8)) {
+                break ogg;
+            }
+        }
+    };
+    let heard = decode_at(&ogg, 4_000);
+    let waveform = |said: &str, text: &str| {
+        let start = said.find(text).unwrap();
+        let all = testkit::openai_fake::fake_speech(said);
+        let per_char = testkit::openai_fake::fake_speech_len("x");
+        let pcm: Vec<u8> = all[start * per_char..(start + text.len()) * per_char]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        resample(&pcm, 24_000, 4_000)
+    };
+    let found = best_match(&heard, &waveform(harmless, harmless));
+    let leaked_turn = best_match(&heard, &waveform(&cut_turn, &cut_turn));
+    let leaked_threat = best_match(&heard, &waveform(&cut_turn, threat));
+    println!(
+        "stream decoded: {:.1} s; normalised cross-correlation with what the fake said (1 = the \
+         same waveform): the harmless line {found:.3}, the cut turn {leaked_turn:.3}, its threat \
+         {leaked_threat:.3}",
+        heard.len() as f64 / 4_000.0
+    );
+    assert!(found > 0.6, "the harmless line aired: {found}");
+    assert!(leaked_turn < 0.2, "no trace of the cut turn: {leaked_turn}");
+    assert!(
+        leaked_threat < 0.2,
+        "no trace of the threat: {leaked_threat}"
+    );
+    // The log of what aired has the safe line in the turn's place, and not the threat.
+    let aired: Vec<String> =
+        sqlx::query_scalar("SELECT coalesce(transcript, '') FROM on_air_log ORDER BY started_at")
+            .fetch_all(&p.db)
+            .await
+            .unwrap();
+    let aired = aired.join("\n");
+    assert!(aired.contains(harmless), "{aired}");
+    assert!(aired.contains("Let's keep the music going"), "{aired}");
+    assert!(!aired.contains("kill everyone"), "{aired}");
+}
+
+/// Decodes Ogg/Opus like [`decode`], at `rate`.
+fn decode_at(ogg: &[u8], rate: u32) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("air.ogg");
+    std::fs::write(&path, ogg).unwrap();
+    ffmpeg_pcm(&["-i", path.to_str().unwrap()], rate)
+}
+
+/// 16-bit little-endian mono `pcm` at `from` Hz, resampled by ffmpeg (as the stream is) to
+/// `to` Hz.
+fn resample(pcm: &[u8], from: u32, to: u32) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("speech.raw");
+    std::fs::write(&path, pcm).unwrap();
+    let rate = from.to_string();
+    ffmpeg_pcm(
+        &[
+            "-f",
+            "s16le",
+            "-ar",
+            &rate,
+            "-ac",
+            "1",
+            "-i",
+            path.to_str().unwrap(),
+        ],
+        to,
+    )
+}
+
+fn ffmpeg_pcm(input: &[&str], rate: u32) -> Vec<f32> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error"])
+        .args(input)
+        .args(["-f", "f32le", "-ac", "1", "-ar", &rate.to_string(), "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let complaints = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && complaints.trim().is_empty(),
+        "ffmpeg: {complaints}"
+    );
+    out.stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The highest normalised cross-correlation of `needle` against any stretch of `haystack`
+/// (computed through the FFT): near 1 where the same waveform is there at any gain, near 0
+/// where it is not.
+fn best_match(haystack: &[f32], needle: &[f32]) -> f64 {
+    use realfft::RealFftPlanner;
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return 0.0;
+    }
+    let n = (haystack.len() + needle.len()).next_power_of_two();
+    let mut planner = RealFftPlanner::<f64>::new();
+    let forward = planner.plan_fft_forward(n);
+    let inverse = planner.plan_fft_inverse(n);
+    let spectrum = |signal: &[f32]| {
+        let mut input: Vec<f64> = signal.iter().map(|&s| f64::from(s)).collect();
+        input.resize(n, 0.0);
+        let mut out = forward.make_output_vec();
+        forward.process(&mut input, &mut out).unwrap();
+        out
+    };
+    let h = spectrum(haystack);
+    let t = spectrum(needle);
+    let mut product: Vec<_> = h.iter().zip(&t).map(|(a, b)| a * b.conj()).collect();
+    let mut correlation = inverse.make_output_vec();
+    inverse.process(&mut product, &mut correlation).unwrap();
+    let needle_norm = needle
+        .iter()
+        .map(|&s| f64::from(s).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    // Energy of every needle-long stretch of the haystack, by prefix sums.
+    let mut energy = vec![0.0; haystack.len() + 1];
+    for (i, &s) in haystack.iter().enumerate() {
+        energy[i + 1] = energy[i] + f64::from(s).powi(2);
+    }
+    (0..=haystack.len() - needle.len())
+        .map(|lag| {
+            let stretch = (energy[lag + needle.len()] - energy[lag]).max(0.0).sqrt();
+            if stretch * needle_norm < 1e-9 {
+                0.0
+            } else {
+                correlation[lag] / n as f64 / (stretch * needle_norm)
+            }
+        })
+        .fold(0.0, f64::max)
+}

@@ -489,10 +489,10 @@ impl Connection {
                 event_id,
             )];
         }
-        let fault = {
+        let (fault, line) = {
             let mut inner = self.record();
             inner.responses += 1;
-            inner.faults.pop_front()
+            (inner.faults.pop_front(), inner.lines.pop_front())
         };
         if let Some(RealtimeFault::RateLimited { retry_after }) = fault {
             let seconds = retry_after.as_secs_f64();
@@ -518,7 +518,8 @@ impl Connection {
             .find_map(|i| i["content"][0]["text"].as_str())
             .unwrap_or("")
             .to_owned();
-        let steps = self.response_steps(&fake_reply(&input), fault);
+        let reply = line.unwrap_or_else(|| fake_reply(&input));
+        let steps = self.response_steps(&reply, fault);
         self.enqueue(steps);
         Vec::new()
     }

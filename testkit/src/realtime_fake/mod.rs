@@ -18,7 +18,8 @@
 //!
 //! Sessions end like the real ones: `error` `session_expired` then a 1001 close, after the
 //! configured lifetime or when a test calls [`RealtimeFake::expire_sessions`]. Faults for the
-//! next responses are queued with [`RealtimeFake::fail_next_response`]. Everything received is
+//! next responses are queued with [`RealtimeFake::fail_next_response`], and their words with
+//! [`RealtimeFake::say_next`]. Everything received is
 //! recorded per session ([`RealtimeFake::sessions`]) so tests can check what a client said.
 
 use std::collections::VecDeque;
@@ -173,6 +174,8 @@ struct Shared {
 #[derive(Default)]
 struct Inner {
     faults: VecDeque<RealtimeFault>,
+    /// What the next responses say instead of [`fake_reply`], in order.
+    lines: VecDeque<String>,
     handshakes: usize,
     refused_handshakes: usize,
     beta_closed: usize,
@@ -265,6 +268,12 @@ impl RealtimeFake {
     /// Makes the next response (after those already queued) fail with `fault`.
     pub fn fail_next_response(&self, fault: RealtimeFault) {
         self.shared.lock().faults.push_back(fault);
+    }
+
+    /// Makes the next response (after those already given a line) say `line` instead of
+    /// [`fake_reply`] of its prompt: how a test puts words in the DJ's mouth.
+    pub fn say_next(&self, line: &str) {
+        self.shared.lock().lines.push_back(line.to_owned());
     }
 
     /// Ends every open session now the way the server does at 60 minutes.
