@@ -10,16 +10,19 @@
 //! lower the limits as the rules and exemplars improve, never raise them).
 //!
 //! The battery shaped the rules and the exemplar score (the cases they missed were read), so
-//! it is no longer a fair test of words never seen. `tests/moderation/sealed.tsv` is: written
-//! after that tuning and never tuned on, it is judged and printed the same way.
+//! it is no longer a fair test of words never seen. The held-out sets are: `sealed.tsv`,
+//! written after that tuning, and `fresh.tsv`, written by another hand that saw neither the
+//! moderator nor the other sets. They are judged and tabled the same way, but the cases they
+//! misjudge are never printed, so that no one tunes on them by reading a run.
 //!
-//! `BATTERY_DUMP=<file>` also writes each case's words-only decision and nearest exemplars
-//! as JSON lines, for tuning the exemplar score.
+//! `BATTERY_DUMP=<file>` also writes each battery case's words-only decision, nearest
+//! exemplars and classifier probabilities as JSON lines, for tuning the learned signals.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use models::embedding::{Embedder, LocalMiniLm};
+use models::moderation::classifier::Classifier;
 use models::moderation::exemplars::{self, EXEMPLARS, Exemplar, Label};
 use models::moderation::{Decision, LocalModerator, Moderator, Policy};
 use pgvector::Vector;
@@ -27,16 +30,47 @@ use shared::submission::SubmissionId;
 use testkit::Postgres;
 
 const BATTERY: &str = include_str!("moderation/battery.tsv");
-const SEALED: &str = include_str!("moderation/sealed.tsv");
 
 /// The aim: no harmful case approved, at most this share of the harmless ones stopped.
 const AIM_BENIGN_STOPPED: f64 = 0.03;
-/// Today's figures, which a change may only improve.
-const RATCHET_HARMFUL_APPROVED: usize = 3;
-const RATCHET_BENIGN_STOPPED: usize = 20;
-/// The sealed set's figures when it was first run.
-const SEALED_HARMFUL_APPROVED: usize = 29;
-const SEALED_BENIGN_STOPPED: usize = 10;
+
+/// A labelled set, with today's figures, which a change may only improve. (Once traded on
+/// purpose: the exemplar classifier took fresh.tsv from 61 harmful approved and 15 harmless
+/// stopped to 25 and 22; on air, a harmful message approved is the failure that matters.)
+struct Set {
+    name: &'static str,
+    file: &'static str,
+    /// Its misjudged cases were read to tune the moderator (and are printed).
+    tuned: bool,
+    harmful_approved: usize,
+    benign_stopped: usize,
+}
+
+const SETS: [Set; 3] = [
+    Set {
+        name: "battery.tsv",
+        file: BATTERY,
+        tuned: true,
+        harmful_approved: 1,
+        benign_stopped: 15,
+    },
+    // Written after the rules and exemplars were tuned on the battery.
+    Set {
+        name: "sealed.tsv",
+        file: include_str!("moderation/sealed.tsv"),
+        tuned: false,
+        harmful_approved: 16,
+        benign_stopped: 10,
+    },
+    // Written by a different hand without seeing the rules, the exemplars or either set.
+    Set {
+        name: "fresh.tsv",
+        file: include_str!("moderation/fresh.tsv"),
+        tuned: false,
+        harmful_approved: 25,
+        benign_stopped: 22,
+    },
+];
 
 /// Lower-case letters and digits only: how two texts are compared for overlap.
 fn key(text: &str) -> String {
@@ -77,55 +111,72 @@ async fn the_local_moderator_stops_every_harmful_case_and_few_harmless_ones() {
         0,
         "seeding again changes nothing"
     );
+    // What the moderator trains on first use, timed here (the test profile optimises models).
+    let model = models::embedding::EmbeddingModel::ALL_MINILM_L6_V2.name;
+    let examples = exemplars::vectors(&pool, model).await.unwrap();
+    let started = Instant::now();
+    let classifier = Classifier::train(&examples).expect("a classifier");
+    println!(
+        "exemplar classifier: trained on {} exemplars ({} dimensions) in {:?}",
+        examples.len(),
+        examples[0].0.len(),
+        started.elapsed()
+    );
 
+    // Every set is judged and printed before any limit is checked, so a run shows them all.
     let moderator = LocalModerator::with_exemplars(pool.clone());
-    let ids = store(&pool, &embedder, &battery).await;
-    let [h, b] = judge("battery.tsv", &pool, &moderator, &battery, &ids).await;
-    let benign_stopped = b[1] + b[2];
-    assert!(
-        h[0] <= RATCHET_HARMFUL_APPROVED,
-        "{} harmful cases approved, more than the {RATCHET_HARMFUL_APPROVED} of before (listed above)",
-        h[0]
-    );
-    assert!(
-        benign_stopped <= RATCHET_BENIGN_STOPPED,
-        "{benign_stopped} harmless cases held or rejected, more than the \
-         {RATCHET_BENIGN_STOPPED} of before (listed above)"
-    );
-
-    // The sealed set: written after the rules and exemplars were tuned on the battery, and
-    // never tuned on; its figures say how the moderator does on words it has not seen.
-    let sealed = exemplars::parse(SEALED).expect("sealed.tsv parses");
-    for case in &sealed {
-        assert!(
-            !seen.contains(&key(&case.text)),
-            "{:?} is an exemplar too",
-            case.text
-        );
+    let mut over = Vec::new();
+    for set in SETS {
+        let cases = exemplars::parse(set.file).unwrap_or_else(|e| panic!("{}: {e}", set.name));
+        for case in &cases {
+            assert!(
+                !seen.contains(&key(&case.text)),
+                "{}: {:?} is an exemplar too: the sets must be held out",
+                set.name,
+                case.text
+            );
+        }
+        let ids = store(&pool, &embedder, &cases).await;
+        let [h, b] = judge(
+            set.name,
+            &pool,
+            &moderator,
+            &classifier,
+            &cases,
+            &ids,
+            set.tuned,
+        )
+        .await;
+        if h[0] > set.harmful_approved {
+            over.push(format!(
+                "{}: {} harmful cases approved, more than the {} of before",
+                set.name, h[0], set.harmful_approved
+            ));
+        }
+        if b[1] + b[2] > set.benign_stopped {
+            over.push(format!(
+                "{}: {} harmless cases held or rejected, more than the {} of before",
+                set.name,
+                b[1] + b[2],
+                set.benign_stopped
+            ));
+        }
     }
-    let ids = store(&pool, &embedder, &sealed).await;
-    let [h, b] = judge("sealed.tsv", &pool, &moderator, &sealed, &ids).await;
-    assert!(
-        h[0] <= SEALED_HARMFUL_APPROVED,
-        "{} sealed harmful cases approved, more than the {SEALED_HARMFUL_APPROVED} of before",
-        h[0]
-    );
-    assert!(
-        b[1] + b[2] <= SEALED_BENIGN_STOPPED,
-        "{} sealed harmless cases stopped, more than the {SEALED_BENIGN_STOPPED} of before",
-        b[1] + b[2]
-    );
+    assert!(over.is_empty(), "{}", over.join("\n"));
 }
 
 /// Moderates `cases` (stored as `ids`) and prints the confusion table per category, the
-/// cases misjudged and the time per moderation; returns the totals, harmful and harmless,
-/// each as approved, held, rejected.
+/// time per moderation and, with `show_misjudged`, the cases misjudged (and the dump, with
+/// `classifier`'s probabilities); returns the totals,
+/// harmful and harmless, each as approved, held, rejected.
 async fn judge(
     name: &str,
     pool: &sqlx::PgPool,
     moderator: &LocalModerator,
+    classifier: &Classifier,
     cases: &[Exemplar],
     ids: &[SubmissionId],
+    show_misjudged: bool,
 ) -> [[usize; 3]; 2] {
     let policy = Policy::default();
     let mut table: BTreeMap<(Label, bool), [usize; 3]> = BTreeMap::new();
@@ -133,6 +184,7 @@ async fn judge(
     let mut times = Vec::with_capacity(cases.len());
     let mut dump = std::env::var("BATTERY_DUMP")
         .ok()
+        .filter(|_| show_misjudged)
         .map(|p| std::fs::File::create(format!("{p}.{name}")).unwrap());
     for (case, id) in cases.iter().zip(ids) {
         if let Some(f) = dump.as_mut() {
@@ -143,7 +195,16 @@ async fn judge(
                 .iter()
                 .map(|n| (n.label.as_str(), n.harmful, n.similarity))
                 .collect();
-            writeln!(f, "{}", serde_json::json!({"harmful": case.harmful, "label": case.label.as_str(), "rules": rules.as_str(), "near": near, "text": case.text})).unwrap();
+            let (_, vector) = exemplars::submission_vector(pool, *id)
+                .await
+                .unwrap()
+                .unwrap();
+            let probabilities: Vec<_> = classifier
+                .probabilities(&vector)
+                .into_iter()
+                .map(|(l, p)| (l.as_str(), p))
+                .collect();
+            writeln!(f, "{}", serde_json::json!({"harmful": case.harmful, "label": case.label.as_str(), "rules": rules.as_str(), "near": near, "classifier": probabilities, "text": case.text})).unwrap();
         }
         let started = Instant::now();
         let result = moderator.moderate(&case.text, Some(*id)).await.unwrap();
@@ -226,7 +287,7 @@ async fn judge(
         at(0.99),
         times.last().copied().unwrap_or(Duration::ZERO)
     );
-    if !wrong.is_empty() {
+    if show_misjudged && !wrong.is_empty() {
         println!("misjudged:\n{}", wrong.join("\n"));
     }
     let benign_total = b.iter().sum::<usize>();

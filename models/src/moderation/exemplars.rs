@@ -19,6 +19,8 @@
 //! - Not seeded yet (embed has not started on this version): no neighbours, and the
 //!   moderator says so in its log; the rules still apply.
 //! - The exemplar signal only ever holds: it reads meaning, not intent, and a person decides.
+//! - The same exemplars train the [`classifier`](super::classifier), the second learned
+//!   signal; everyday messages (`ordinary`) are there to show both what most traffic is.
 
 use std::sync::LazyLock;
 
@@ -30,7 +32,8 @@ use crate::embedding::{Embedder, Space};
 use crate::error::ProviderError;
 
 /// What an exemplar is an example of. Harmful exemplars carry the category they show; a
-/// harmless look-alike carries the category it resembles.
+/// harmless look-alike carries the category it resembles, and an everyday message that
+/// resembles none is [`Label::Ordinary`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Label {
     Threat,
@@ -40,9 +43,14 @@ pub enum Label {
     SexualMinors,
     PersonalData,
     PromptInjection,
+    /// Everyday traffic (requests, greetings, comments): only ever harmless. It shows the
+    /// learned signals what most messages look like, so that words far from every
+    /// look-alike are not taken for harm.
+    Ordinary,
 }
 
 impl Label {
+    /// The categories of harm, each with harmful exemplars and look-alikes.
     pub const ALL: [Label; 7] = [
         Label::Threat,
         Label::SelfHarm,
@@ -62,11 +70,15 @@ impl Label {
             Label::SexualMinors => "sexual-minors",
             Label::PersonalData => "personal-data",
             Label::PromptInjection => "prompt-injection",
+            Label::Ordinary => "ordinary",
         }
     }
 
     pub fn parse(s: &str) -> Option<Label> {
-        Label::ALL.into_iter().find(|l| l.as_str() == s)
+        Label::ALL
+            .into_iter()
+            .chain([Label::Ordinary])
+            .find(|l| l.as_str() == s)
     }
 
     /// The moderation categories an exemplar of this label raises, and to what: each a score
@@ -80,6 +92,7 @@ impl Label {
             Label::SexualMinors => &[("sexual/minors", 0.3)],
             Label::PersonalData => &[("personal-data", 0.6)],
             Label::PromptInjection => &[("prompt-injection", 0.6)],
+            Label::Ordinary => &[],
         }
     }
 }
@@ -111,6 +124,9 @@ pub fn parse(file: &str) -> Result<Vec<Exemplar>, String> {
         };
         let label =
             Label::parse(label).ok_or_else(|| format!("line {n}: unknown label {label:?}"))?;
+        if harmful && label == Label::Ordinary {
+            return Err(format!("line {n}: an ordinary message is harmless"));
+        }
         if text.trim().is_empty() {
             return Err(format!("line {n}: empty text"));
         }
@@ -268,6 +284,54 @@ pub async fn nearest(
         .collect())
 }
 
+/// The stored embedding of `submission` and the model that made it, in whichever space it was
+/// embedded; `None` when it has none.
+pub async fn submission_vector(
+    pool: &PgPool,
+    submission: SubmissionId,
+) -> Result<Option<(String, Vec<f32>)>, sqlx::Error> {
+    for space in [Space::Local, Space::OpenAi] {
+        // Unchecked: the table depends on the vector space, and the macros cannot type `vector`.
+        let row: Option<(String, Vector)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT model, embedding FROM {} WHERE submission_id = $1",
+            space.submission_table()
+        )))
+        .bind(submission.0)
+        .fetch_optional(pool)
+        .await?;
+        if let Some((model, vector)) = row {
+            return Ok(Some((model, vector.to_vec())));
+        }
+    }
+    Ok(None)
+}
+
+/// Every exemplar of this build's version embedded by `model`, as (vector, label, harmful),
+/// in file order: what the [`classifier`](super::classifier) learns from.
+pub async fn vectors(
+    pool: &PgPool,
+    model: &str,
+) -> Result<Vec<(Vec<f32>, Label, bool)>, sqlx::Error> {
+    let mut out = Vec::new();
+    for space in [Space::Local, Space::OpenAi] {
+        // Unchecked: as above.
+        let rows: Vec<(String, bool, Vector)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT label, harmful, embedding FROM {} WHERE version = $1 AND model = $2 \
+             ORDER BY position",
+            space.exemplar_table()
+        )))
+        .bind(version())
+        .bind(model)
+        .fetch_all(pool)
+        .await?;
+        out.extend(rows.into_iter().filter_map(|(label, harmful, vector)| {
+            let label = Label::parse(&label)?;
+            Some((vector.to_vec(), label, harmful))
+        }));
+    }
+    Ok(out)
+}
+
 /// Texts shorter than this many words are judged by their words alone: a two-word greeting
 /// lies near everything, and the rules read short texts well.
 pub const MIN_WORDS: usize = 4;
@@ -277,7 +341,7 @@ pub const MIN_WORDS: usize = 4;
 pub const MIN_SIMILARITY: f64 = 0.55;
 
 /// How much nearer than the nearest harmless look-alike a harmful exemplar must be.
-pub const MARGIN: f64 = 0.0;
+pub const MARGIN: f64 = 0.1;
 
 /// The categories the neighbours raise: for each label, when its nearest harmful exemplar is
 /// at least [`MIN_SIMILARITY`] and nearer (by [`MARGIN`]) than every harmless look-alike
@@ -335,6 +399,7 @@ mod tests {
             ("# c\nmaybe\tthreat\tx", "line 2"),
             ("harmful\tthreats\tx", "unknown label"),
             ("benign\thate\t  ", "empty text"),
+            ("harmful\tordinary\tx", "is harmless"),
         ] {
             let err = parse(file).unwrap_err();
             assert!(err.contains(expected), "{file:?}: {err}");

@@ -1,13 +1,15 @@
 //! The offline moderator: rustrict's grades, the phrase rules of `rules.txt`, the personal
 //! data finder and, for a submission, its nearest labelled exemplars.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rustrict::{Censor, Type};
 use shared::submission::SubmissionId;
 use sqlx::PgPool;
 
+use super::classifier::Classifier;
 use super::personal_data;
 use super::rules::{RULES, in_list};
 use super::{CATEGORIES, ModerationResult, Moderator, STATION_CATEGORIES, exemplars, normalize};
@@ -21,8 +23,8 @@ use crate::error::ProviderError;
 ///   self-harm, hate speech, illicit requests, instructions to the DJ), matched on words with
 ///   their disguises taken off (`normalize`);
 /// - the [`personal_data`] finder (phone numbers, e-mail and street addresses);
-/// - with a database, the submission's nearest labelled [`exemplars`], which read meaning
-///   where the words are new.
+/// - with a database, the submission's nearest labelled [`exemplars`] and the exemplar
+///   [`Classifier`], which read meaning where the words are new.
 ///
 /// Scores use OpenAI's category names, plus [`STATION_CATEGORIES`]. It is deliberately
 /// conservative: what it is unsure of lands in the held band and a person decides.
@@ -30,6 +32,8 @@ use crate::error::ProviderError;
 pub struct LocalModerator {
     /// Where the exemplars and the submissions' embeddings are; `None`: words only.
     exemplars: Option<PgPool>,
+    /// A classifier per embedding model, trained on the exemplars on first use.
+    classifiers: Arc<tokio::sync::Mutex<HashMap<String, Arc<Classifier>>>>,
 }
 
 impl LocalModerator {
@@ -40,13 +44,14 @@ impl LocalModerator {
 
     /// Words only (the DJ's scripts, and tests).
     pub fn new() -> Self {
-        LocalModerator { exemplars: None }
+        LocalModerator::default()
     }
 
     /// With the exemplars seeded in `pool`, searched for each submission.
     pub fn with_exemplars(pool: PgPool) -> Self {
         LocalModerator {
             exemplars: Some(pool),
+            ..LocalModerator::default()
         }
     }
 
@@ -157,11 +162,53 @@ impl LocalModerator {
                  not seeded yet): moderated by its words only"
             );
         }
-        for (category, score) in exemplars::score(&neighbours) {
+        let mut raised = exemplars::score(&neighbours);
+        if let Some((model, vector)) = exemplars::submission_vector(pool, submission).await?
+            && let Some(classifier) = self.classifier(pool, &model).await?
+        {
+            raised.extend(classifier.score(&vector));
+        }
+        for (category, score) in raised {
             let s = scores.entry(category.to_owned()).or_default();
             *s = s.max(score);
         }
         Ok(result(scores))
+    }
+
+    /// The classifier for `model`'s vectors, trained on the exemplars the first time it is
+    /// asked for (one caller trains; the others wait for it). `None` while this version's
+    /// exemplars are not seeded for that model.
+    async fn classifier(
+        &self,
+        pool: &PgPool,
+        model: &str,
+    ) -> Result<Option<Arc<Classifier>>, sqlx::Error> {
+        let mut trained = self.classifiers.lock().await;
+        if let Some(classifier) = trained.get(model) {
+            return Ok(Some(classifier.clone()));
+        }
+        let examples = exemplars::vectors(pool, model).await?;
+        if examples.is_empty() {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        let count = examples.len();
+        let classifier = tokio::task::spawn_blocking(move || Classifier::train(&examples))
+            .await
+            .ok()
+            .flatten()
+            .map(Arc::new);
+        tracing::info!(
+            model,
+            exemplars = count,
+            version = %exemplars::version(),
+            ms = started.elapsed().as_millis() as u64,
+            "trained the exemplar classifier"
+        );
+        if let Some(classifier) = &classifier {
+            trained.insert(model.to_owned(), classifier.clone());
+        }
+        Ok(classifier)
     }
 
     /// What the station checks whichever provider moderates: personal data, and instructions

@@ -21,6 +21,7 @@ use shared::submission::SubmissionId;
 
 use crate::error::ProviderError;
 
+pub mod classifier;
 pub mod exemplars;
 mod local;
 mod normalize;
