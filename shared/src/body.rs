@@ -18,15 +18,23 @@
 //!   whatever error the parser made of it.
 //! - The drain is bounded in bytes and time: a client that keeps sending is cut off, as it
 //!   would be without it.
+//! - [`drain_unread`] does the same for whatever answers before a handler reads at all (an
+//!   extractor's 401, a limiter's 429): the body it dropped comes back and is drained before
+//!   the answer goes out.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// At most this much more is read and discarded after the handler stopped reading.
@@ -84,44 +92,103 @@ async fn pump(
 ) {
     let mut frames = body.into_data_stream();
     let mut read: u64 = 0;
-    let mut forwarding = true;
-    // Counted from when the handler stopped reading (went past the limit or let go).
+    while let Some(Ok(chunk)) = frames.next().await {
+        read += chunk.len() as u64;
+        if read > limit {
+            exceeded.store(true, Ordering::Relaxed);
+            let _ = tx.send(Err(TooLarge(limit))).await;
+            break;
+        }
+        if tx.send(Ok(chunk)).await.is_err() {
+            // The handler let go of the body before its end.
+            break;
+        }
+    }
+    // At the end, or after a failed connection, there is nothing more to read.
+    discard(frames).await;
+}
+
+/// Reads `frames` to their end and throws them away, for at most [`DRAIN_BYTES`] and
+/// [`DRAIN_TIME`].
+async fn discard(mut frames: axum::body::BodyDataStream) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
     let mut drained: u64 = 0;
-    let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
-        let next = match drain_deadline {
-            None => frames.next().await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, frames.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    tracing::debug!(drained, "request body drain timed out");
+        match tokio::time::timeout_at(deadline, frames.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                drained += chunk.len() as u64;
+                if drained > DRAIN_BYTES {
+                    tracing::debug!(drained, "request body drain gave up: too much");
                     return;
                 }
-            },
-        };
-        let Some(Ok(chunk)) = next else {
-            // The end, or the client's connection failed: nothing more to read.
-            return;
-        };
-        read += chunk.len() as u64;
-        if forwarding {
-            if read > limit {
-                exceeded.store(true, Ordering::Relaxed);
-                let _ = tx.send(Err(TooLarge(limit))).await;
-                forwarding = false;
-            } else if tx.send(Ok(chunk)).await.is_err() {
-                // The handler let go of the body before its end.
-                forwarding = false;
             }
-            if !forwarding {
-                drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIME);
+            Ok(_) => return,
+            Err(_) => {
+                tracing::debug!(drained, "request body drain timed out");
+                return;
             }
-            continue;
         }
-        drained += chunk.len() as u64;
-        if drained > DRAIN_BYTES {
-            tracing::debug!(drained, "request body drain gave up: too much");
-            return;
+    }
+}
+
+/// Middleware: a request answered without its body being read at all (an extractor's 401,
+/// a limiter's 429, a handler's early 400) is answered after the body is drained, within
+/// [`DRAIN_BYTES`] and [`DRAIN_TIME`]. A body a handler began to read is its reader's to
+/// finish ([`bounded`] does).
+pub async fn drain_unread(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let (back, mut returned) = oneshot::channel();
+    let body = Body::new(ReturnedOnDrop {
+        inner: Some(body),
+        back: Some(back),
+    });
+    let response = next.run(Request::from_parts(parts, body)).await;
+    // Not waited for: a body still held somewhere is not this request's to drain.
+    if let Ok(unread) = returned.try_recv() {
+        discard(unread.into_data_stream()).await;
+    }
+    response
+}
+
+/// A body that, dropped before anyone read from it, sends itself back.
+struct ReturnedOnDrop {
+    inner: Option<Body>,
+    /// Taken at the first read.
+    back: Option<oneshot::Sender<Body>>,
+}
+
+impl HttpBody for ReturnedOnDrop {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        self.back = None;
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}
+
+impl Drop for ReturnedOnDrop {
+    fn drop(&mut self) {
+        if let (Some(inner), Some(back)) = (self.inner.take(), self.back.take())
+            && !inner.is_end_stream()
+        {
+            let _ = back.send(inner);
         }
     }
 }

@@ -26,7 +26,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/submissions/{id}", get(submissions::get))
         .route("/v1/listen-token", post(listen_token::issue))
-        .layer(middleware::from_fn_with_state(state.clone(), limit_per_ip));
+        .layer(middleware::from_fn_with_state(state.clone(), limit_per_ip))
+        // Outermost: a 429 from the limiter or a 401 from an extractor, answered before the
+        // body is read, still reaches a client that writes its whole body first.
+        .layer(middleware::from_fn(shared::body::drain_unread));
     let router = Router::new()
         .route("/healthz", get(shared::http::healthz))
         .route("/readyz", get(health::readyz))

@@ -212,3 +212,37 @@ async fn a_client_that_writes_the_whole_body_first_still_reads_its_413() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_writes_the_whole_body_first_reads_a_401_or_429_answered_before_it() {
+    let app = spawn_with(|env| {
+        env.insert("RATE_LIMIT_PER_IP".into(), "2/min".into());
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // Far larger than the socket buffers: the write completes only if the server reads.
+    let json = serde_json::json!({ "text": "x".repeat(8 << 20) }).to_string();
+    let post = |extra: &str| {
+        format!(
+            "POST /v1/submissions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+            json.len()
+        )
+    };
+    // Anonymous mode refuses a token that does not verify, before the body.
+    let status = write_all_then_read(
+        &addr,
+        post("Authorization: Bearer junk\r\n"),
+        json.as_bytes(),
+        false,
+    )
+    .await;
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    // The per-IP limiter answers before the handler: the 401 took the first of the
+    // minute's two, this one the second, and the next is refused.
+    let first = write_all_then_read(&addr, post(""), json.as_bytes(), false).await;
+    assert!(first.starts_with("HTTP/1.1 413"), "{first}");
+    let status = write_all_then_read(&addr, post(""), json.as_bytes(), false).await;
+    assert!(status.starts_with("HTTP/1.1 429"), "{status}");
+    app.stop().await;
+}
