@@ -282,7 +282,7 @@ async fn judge(
     times.sort();
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     println!(
-        "time per moderation (rules + exemplar search): p50 {:?}, p99 {:?}, max {:?}",
+        "time per moderation (rules, exemplar search, classifier; the first trains it): p50 {:?}, p99 {:?}, max {:?}",
         at(0.5),
         at(0.99),
         times.last().copied().unwrap_or(Duration::ZERO)
