@@ -178,24 +178,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// Decodes Ogg/Opus with ffmpeg (a real decoder) to 48 kHz mono; fails on any decoder
 /// complaint.
 fn decode(ogg: &[u8]) -> Vec<f32> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("air.ogg");
-    std::fs::write(&path, ogg).unwrap();
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&path)
-        .args(["-f", "f32le", "-ac", "1", "-ar", "48000", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    let complaints = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && complaints.trim().is_empty(),
-        "ffmpeg: {complaints}"
-    );
-    out.stdout
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    decode_at(ogg, 48_000)
 }
 
 /// Longest run of 20 ms windows under -50 dBFS, in seconds.
@@ -475,7 +458,7 @@ async fn words_cut_in_the_broadcast_delay_never_reach_the_stream() {
     assert!(!aired.contains("kill everyone"), "{aired}");
 }
 
-/// Decodes Ogg/Opus like [`decode`], at `rate`.
+/// Decodes Ogg/Opus with ffmpeg to mono at `rate`; fails on any decoder complaint.
 fn decode_at(ogg: &[u8], rate: u32) -> Vec<f32> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("air.ogg");
@@ -505,6 +488,8 @@ fn resample(pcm: &[u8], from: u32, to: u32) -> Vec<f32> {
     )
 }
 
+/// What ffmpeg makes of `input` as mono 32-bit float samples at `rate`; fails on any
+/// complaint.
 fn ffmpeg_pcm(input: &[&str], rate: u32) -> Vec<f32> {
     let out = std::process::Command::new("ffmpeg")
         .args(["-v", "error"])
