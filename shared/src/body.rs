@@ -206,6 +206,17 @@ mod tests {
         Body::from_stream(stream)
     }
 
+    /// `n` chunks of 1000 bytes, and how many bytes of them were read so far.
+    fn counted(n: usize) -> (Body, Arc<std::sync::atomic::AtomicUsize>) {
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = read.clone();
+        let stream = futures::stream::iter((0..n).map(move |_| {
+            counter.fetch_add(1000, Ordering::Relaxed);
+            Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 1000]))
+        }));
+        (Body::from_stream(stream), read)
+    }
+
     #[tokio::test]
     async fn a_body_within_the_limit_is_passed_whole() {
         let (body, drain) = bounded(chunks(4, 100), 400);
@@ -216,13 +227,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_past_the_limit_ends_in_too_large_and_is_read_to_its_end() {
-        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = read.clone();
-        let stream = futures::stream::iter((0..100).map(move |_| {
-            counted.fetch_add(1000, Ordering::Relaxed);
-            Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 1000]))
-        }));
-        let (body, drain) = bounded(Body::from_stream(stream), 2500);
+        let (body, read) = counted(100);
+        let (body, drain) = bounded(body, 2500);
         let err = body.collect().await.unwrap_err();
         assert!(err.to_string().contains("larger than 2500"), "{err}");
         assert!(drain.exceeded());
@@ -232,13 +238,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_the_handler_lets_go_of_is_drained() {
-        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = read.clone();
-        let stream = futures::stream::iter((0..50).map(move |_| {
-            counted.fetch_add(1000, Ordering::Relaxed);
-            Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 1000]))
-        }));
-        let (body, drain) = bounded(Body::from_stream(stream), 1 << 20);
+        let (body, read) = counted(50);
+        let (body, drain) = bounded(body, 1 << 20);
         drop(body);
         assert!(!drain.exceeded());
         drain.finish().await;
