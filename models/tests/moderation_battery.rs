@@ -189,7 +189,7 @@ async fn judge(
     for (case, id) in cases.iter().zip(ids) {
         if let Some(f) = dump.as_mut() {
             use std::io::Write;
-            let near = exemplars::nearest(pool, *id).await.unwrap();
+            let near = near(pool, *id).await;
             let rules = policy.decide(&LocalModerator::new().score(&case.text)).0;
             let near: Vec<_> = near
                 .iter()
@@ -217,7 +217,7 @@ async fn judge(
         };
         table.entry((case.label, case.harmful)).or_default()[column] += 1;
         if (decision == Decision::Approved) == case.harmful {
-            let near = exemplars::nearest(pool, *id).await.unwrap();
+            let near = near(pool, *id).await;
             let nearest = |harmful: bool| {
                 near.iter()
                     .find(|n| n.harmful == harmful)
@@ -301,6 +301,15 @@ async fn judge(
         100.0 * AIM_BENIGN_STOPPED
     );
     totals
+}
+
+/// The exemplars nearest to a stored case.
+async fn near(pool: &sqlx::PgPool, id: SubmissionId) -> Vec<exemplars::Neighbour> {
+    let (model, vector) = exemplars::submission_vector(pool, id)
+        .await
+        .unwrap()
+        .expect("stored with its vector");
+    exemplars::nearest(pool, &model, &vector).await.unwrap()
 }
 
 /// Stores each case as an embedded text submission with its vector, as ingest and embed

@@ -227,51 +227,28 @@ pub struct Neighbour {
 /// How many nearest exemplars are read.
 pub const K: i64 = 20;
 
-/// The [`K`] exemplars of this build's version nearest to `submission`'s stored embedding,
-/// nearest first, in whichever space it was embedded. Empty when it has no embedding or the
-/// version is not seeded.
+/// The [`K`] exemplars of this build's version nearest to `vector` (an embedding by
+/// `model`), nearest first. Empty when the version is not seeded for that model.
 pub async fn nearest(
     pool: &PgPool,
-    submission: SubmissionId,
+    model: &str,
+    vector: &[f32],
 ) -> Result<Vec<Neighbour>, sqlx::Error> {
-    let version = version();
-    // One statement per vector space: the tables differ in their vectors' dimensions.
-    let mut rows = sqlx::query!(
-        r#"SELECT x.label AS "label!", x.harmful AS "harmful!",
-                  1 - (x.embedding <=> s.embedding) AS "similarity!"
-           FROM submission_embedding_local s
-           JOIN moderation_exemplar_local x ON x.model = s.model AND x.version = $2
-           WHERE s.submission_id = $1
-           ORDER BY x.embedding <=> s.embedding
-           LIMIT $3"#,
-        submission.0,
-        version,
-        K,
-    )
+    let Some(space) = Space::for_dims(vector.len()) else {
+        return Ok(Vec::new());
+    };
+    // Unchecked: the table depends on the vector space, and the macros cannot type `vector`.
+    let rows: Vec<(String, bool, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT label, harmful, 1 - (embedding <=> $1) FROM {} \
+         WHERE version = $2 AND model = $3 ORDER BY embedding <=> $1 LIMIT $4",
+        space.exemplar_table()
+    )))
+    .bind(Vector::from(vector.to_vec()))
+    .bind(version())
+    .bind(model)
+    .bind(K)
     .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|r| (r.label, r.harmful, r.similarity))
-    .collect::<Vec<_>>();
-    if rows.is_empty() {
-        rows = sqlx::query!(
-            r#"SELECT x.label AS "label!", x.harmful AS "harmful!",
-                      1 - (x.embedding <=> s.embedding) AS "similarity!"
-               FROM submission_embedding s
-               JOIN moderation_exemplar x ON x.model = s.model AND x.version = $2
-               WHERE s.submission_id = $1
-               ORDER BY x.embedding <=> s.embedding
-               LIMIT $3"#,
-            submission.0,
-            version,
-            K,
-        )
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.label, r.harmful, r.similarity))
-        .collect();
-    }
+    .await?;
     Ok(rows
         .into_iter()
         .filter_map(|(label, harmful, similarity)| {

@@ -153,7 +153,12 @@ impl LocalModerator {
         if text.split_whitespace().count() < exemplars::MIN_WORDS {
             return Ok(result(scores));
         }
-        let neighbours = exemplars::nearest(pool, submission).await?;
+        // The vector is read once, for the neighbours and the classifier both.
+        let embedded = exemplars::submission_vector(pool, submission).await?;
+        let neighbours = match &embedded {
+            Some((model, vector)) => exemplars::nearest(pool, model, vector).await?,
+            None => Vec::new(),
+        };
         if neighbours.is_empty() {
             tracing::warn!(
                 submission_id = %submission,
@@ -163,10 +168,10 @@ impl LocalModerator {
             );
         }
         let mut raised = exemplars::score(&neighbours);
-        if let Some((model, vector)) = exemplars::submission_vector(pool, submission).await?
-            && let Some(classifier) = self.classifier(pool, &model).await?
+        if let Some((model, vector)) = &embedded
+            && let Some(classifier) = self.classifier(pool, model).await?
         {
-            raised.extend(classifier.score(&vector));
+            raised.extend(classifier.score(vector));
         }
         for (category, score) in raised {
             let s = scores.entry(category.to_owned()).or_default();
